@@ -1,0 +1,392 @@
+//! Loading plugin libraries safely, and calling them with Rust types.
+//!
+//! Every load goes through [`load`]: the file is checked (exists, regular,
+//! ELF, safe ownership and mode) before it is mapped, then abi_stable checks
+//! the version and the full type layout. Each error is one line that names
+//! the path. Each file is loaded on its own (`lib_header_from_path` +
+//! `init_root_module`): abi_stable's `load_from_file` caches one module per
+//! type, so a second plugin file would silently return the first.
+
+use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{LibraryError, lib_header_from_path};
+use abi_stable::std_types::RResult;
+use ntpd_plugin_api::{
+    API_VERSION, Capabilities, ErrorKind, InitRequest, PluginError, PluginInfo, PluginModuleRef,
+    Sample, SourceBox,
+};
+
+/// Why a plugin could not be loaded or initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The path does not exist.
+    #[error("{path}: no such file")]
+    NotFound {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// The file could not be inspected.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The plugin path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The path is a directory or a special file.
+    #[error("{path}: not a regular file")]
+    NotRegular {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// The file is not an ELF object.
+    #[error("{path}: not a plugin: not an ELF shared library")]
+    NotElf {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// Loading the file would let someone other than root or us run code in
+    /// the daemon.
+    #[error("{path}: refused: {reason} (pass --allow-insecure-plugin to load it anyway)")]
+    Insecure {
+        /// The plugin path.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The dynamic loader refused the file.
+    #[error("{path}: cannot be loaded: {reason}")]
+    Open {
+        /// The plugin path.
+        path: PathBuf,
+        /// The loader's message, on one line.
+        reason: String,
+    },
+    /// The file is a shared library but exports no plugin root module.
+    #[error("{path}: not an ntpd-host plugin: it exports no abi_stable root module")]
+    NotPlugin {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// The plugin was built against an incompatible contract version.
+    #[error(
+        "{path}: incompatible plugin: built against ntpd-plugin-api {plugin}, \
+         this host uses {host} (needs {host_major}.x with minor >= {host_minor})"
+    )]
+    Version {
+        /// The plugin path.
+        path: PathBuf,
+        /// The plugin's contract version.
+        plugin: String,
+        /// The host's contract version.
+        host: String,
+        /// The host's major version.
+        host_major: String,
+        /// The host's minor version.
+        host_minor: String,
+    },
+    /// The versions match but the type layouts differ.
+    #[error(
+        "{path}: incompatible plugin: ntpd-plugin-api {plugin} layout differs from this host's {host} (rebuild it against this host's ntpd-plugin-api): {detail}"
+    )]
+    Layout {
+        /// The plugin path.
+        path: PathBuf,
+        /// The plugin's contract version.
+        plugin: String,
+        /// The host's contract version.
+        host: String,
+        /// The last `Error:` block of abi_stable's report, on one line.
+        detail: String,
+    },
+    /// Any other abi_stable failure (a different abi_stable, a failing root
+    /// module initialiser).
+    #[error("{path}: cannot be loaded: {detail}")]
+    Abi {
+        /// The plugin path.
+        path: PathBuf,
+        /// abi_stable's message, on one line.
+        detail: String,
+    },
+    /// The plugin refused its configuration or could not start.
+    #[error("{path}: init failed: {error}")]
+    Init {
+        /// The plugin path.
+        path: PathBuf,
+        /// The plugin's error.
+        error: PluginError,
+    },
+}
+
+/// A loaded plugin library.
+#[derive(Clone)]
+pub struct Plugin {
+    path: PathBuf,
+    module: PluginModuleRef,
+    info: PluginInfo,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// Options for [`load`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Load the file even if its owner or mode would let someone else change
+    /// it.
+    pub allow_insecure: bool,
+}
+
+/// Loads the plugin library at `path`, checking it first.
+pub fn load(path: &Path, options: LoadOptions) -> Result<Plugin, LoadError> {
+    check_file(path, options)?;
+    let header = lib_header_from_path(path).map_err(|e| library_error(path, None, e))?;
+    let plugin_version = header.version_strings().version.to_string();
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| library_error(path, Some(&plugin_version), e))?;
+    let info = (module.info())();
+    Ok(Plugin {
+        path: path.to_owned(),
+        module,
+        info,
+    })
+}
+
+/// The checks made before a file is handed to the dynamic loader (which runs
+/// the library's initialisers).
+fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
+    let io = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LoadError::NotFound {
+                path: path.to_owned(),
+            }
+        } else {
+            LoadError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    if file.read_exact(&mut magic).is_err() || magic != *b"\x7fELF" {
+        return Err(LoadError::NotElf {
+            path: path.to_owned(),
+        });
+    }
+    if !options.allow_insecure {
+        let me = rustix::process::getuid().as_raw();
+        if let Some(reason) = insecure_reason(meta.uid(), meta.mode(), me) {
+            return Err(LoadError::Insecure {
+                path: path.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why a file with this owner and mode must not be loaded by user `me`, or
+/// `None` when it is safe: only root or `me` may own it, and nobody else may
+/// write it.
+pub fn insecure_reason(owner: u32, mode: u32, me: u32) -> Option<String> {
+    if owner != 0 && owner != me {
+        return Some(format!(
+            "the file is owned by uid {owner}, not by root or the current user (uid {me}); \
+             chown it to root"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "the file is writable by {} (mode {:04o}); run chmod go-w on it",
+            match (mode & 0o020 != 0, mode & 0o002 != 0) {
+                (true, true) => "its group and by others",
+                (true, false) => "its group",
+                _ => "others",
+            },
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// Collapses a multi-line message into one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The useful part of abi_stable's long layout report: the last `Error:`
+/// block, on one line, cut to a readable length.
+pub fn layout_summary(report: &str) -> String {
+    let tail = match report.rfind("Error:") {
+        Some(at) => &report[at + "Error:".len()..],
+        None => report,
+    };
+    let line = one_line(tail);
+    const MAX: usize = 300;
+    if line.chars().count() > MAX {
+        let cut: String = line.chars().take(MAX).collect();
+        format!("{cut}...")
+    } else {
+        line
+    }
+}
+
+fn library_error(path: &Path, plugin_version: Option<&str>, error: LibraryError) -> LoadError {
+    let path = path.to_owned();
+    let host = API_VERSION.to_owned();
+    match error {
+        LibraryError::OpenError { err, .. } => LoadError::Open {
+            reason: one_line(&err.to_string()),
+            path,
+        },
+        LibraryError::GetSymbolError { .. } => LoadError::NotPlugin { path },
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => LoadError::Version {
+            path,
+            plugin: actual_version.to_string(),
+            host: expected_version.to_string(),
+            host_major: expected_version.major.to_string(),
+            host_minor: expected_version.minor.to_string(),
+        },
+        LibraryError::AbiInstability(report) => LoadError::Layout {
+            path,
+            plugin: plugin_version.unwrap_or("unknown").to_owned(),
+            host,
+            detail: layout_summary(&report.to_string()),
+        },
+        LibraryError::Many(errors) if !errors.is_empty() => {
+            // abi_stable collects several; the first decides the message.
+            let first = errors.into_iter().next().expect("checked non-empty");
+            library_error(&path, plugin_version, first)
+        }
+        other => LoadError::Abi {
+            detail: one_line(&other.to_string()),
+            path,
+        },
+    }
+}
+
+impl Plugin {
+    /// The path the plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The plugin's identity.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Calls the plugin's `init` with its configuration as JSON.
+    pub fn init(&self, config_json: &str) -> Result<PluginSource, LoadError> {
+        let request = InitRequest {
+            config_json: config_json.into(),
+            host_version: env!("CARGO_PKG_VERSION").into(),
+            flags: 0,
+            extensions: "".into(),
+        };
+        match (self.module.init())(request) {
+            RResult::ROk(inner) => Ok(PluginSource { inner }),
+            RResult::RErr(error) => Err(LoadError::Init {
+                path: self.path.clone(),
+                error,
+            }),
+        }
+    }
+}
+
+/// A source object created by a plugin, with Rust-flavoured calls. Dropping
+/// it drops the plugin's source (which closes its device).
+pub struct PluginSource {
+    inner: SourceBox,
+}
+
+impl PluginSource {
+    /// The source's capabilities.
+    pub fn capabilities(&self) -> Result<Capabilities, PluginError> {
+        self.inner.capabilities().into_result()
+    }
+
+    /// Takes one sample.
+    pub fn sample(&mut self) -> Result<Sample, PluginError> {
+        self.inner.sample().into_result()
+    }
+}
+
+/// What the host does after a sample error of `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// Skip this sample and go on polling.
+    Skip,
+    /// Drop the source and call `init` again after a backoff.
+    Reinit,
+    /// Stop this source for good.
+    Stop,
+}
+
+/// The documented reaction to each error kind; a kind this host does not
+/// know is treated as transient.
+pub fn reaction(kind: ErrorKind) -> Reaction {
+    match kind {
+        ErrorKind::UNAVAILABLE => Reaction::Reinit,
+        ErrorKind::CONFIGURATION | ErrorKind::FATAL => Reaction::Stop,
+        _ => Reaction::Skip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_and_mode_rules() {
+        assert_eq!(insecure_reason(0, 0o755, 1000), None);
+        assert_eq!(insecure_reason(1000, 0o700, 1000), None);
+        assert!(
+            insecure_reason(1001, 0o755, 1000)
+                .unwrap()
+                .contains("uid 1001")
+        );
+        assert!(insecure_reason(0, 0o775, 1000).unwrap().contains("group"));
+        assert!(insecure_reason(0, 0o757, 1000).unwrap().contains("others"));
+    }
+
+    #[test]
+    fn layout_summary_keeps_the_last_error_block_on_one_line() {
+        let report = "Error:\n  first\n\nlots\nof\nlines\nError:\n   Field `x`\n  mismatch\n";
+        assert_eq!(layout_summary(report), "Field `x` mismatch");
+        let long = format!("Error: {}", "y ".repeat(400));
+        assert!(layout_summary(&long).ends_with("..."));
+        assert!(layout_summary(&long).len() < 320);
+    }
+
+    #[test]
+    fn reactions_follow_the_contract() {
+        assert_eq!(reaction(ErrorKind::TRANSIENT), Reaction::Skip);
+        assert_eq!(reaction(ErrorKind::PANICKED), Reaction::Skip);
+        assert_eq!(reaction(ErrorKind(99)), Reaction::Skip);
+        assert_eq!(reaction(ErrorKind::UNAVAILABLE), Reaction::Reinit);
+        assert_eq!(reaction(ErrorKind::CONFIGURATION), Reaction::Stop);
+        assert_eq!(reaction(ErrorKind::FATAL), Reaction::Stop);
+    }
+}

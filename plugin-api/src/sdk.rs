@@ -1,0 +1,297 @@
+//! The vendor SDK: write a plugin in ordinary, safe Rust.
+//!
+//! Implement [`Plugin`] and [`Source`], then call
+//! [`export_plugin!`](crate::export_plugin) once. The SDK builds the root
+//! module, parses nothing for you that you did not ask for, and catches a
+//! panic in every entry point, turning it into an [`ErrorKind::PANICKED`]
+//! error: a panic that crossed the boundary would end the host process.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RString},
+};
+use serde::de::DeserializeOwned;
+
+use crate::abi::{
+    Capabilities, ErrorKind, InitRequest, PluginError, PluginInfo, PluginModule, PluginModuleRef,
+    Sample, SourceBox, TimeSource, TimeSource_TO,
+};
+
+/// Static facts about a plugin, for [`Plugin::info`].
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// Short machine-friendly name, e.g. `ptp`.
+    pub name: &'static str,
+    /// Who ships it.
+    pub vendor: &'static str,
+    /// The plugin's version; `env!("CARGO_PKG_VERSION")` is the usual choice.
+    pub version: &'static str,
+    /// One line saying what it is.
+    pub description: &'static str,
+}
+
+/// What `init` receives: the plugin's configuration and facts about the host.
+#[derive(Clone, Copy, Debug)]
+pub struct InitContext<'a> {
+    config_json: &'a str,
+    host_version: &'a str,
+}
+
+impl<'a> InitContext<'a> {
+    /// A context as the host would pass it; useful in a plugin's own tests.
+    pub fn new(config_json: &'a str, host_version: &'a str) -> Self {
+        Self {
+            config_json,
+            host_version,
+        }
+    }
+
+    /// The `[source.config]` table as JSON text (`{}` when absent).
+    pub fn config_json(&self) -> &'a str {
+        self.config_json
+    }
+
+    /// The host's version string.
+    pub fn host_version(&self) -> &'a str {
+        self.host_version
+    }
+
+    /// Deserializes the configuration into `T`.
+    ///
+    /// A failure is a [`ErrorKind::CONFIGURATION`] error whose message is
+    /// serde's (it names the key, e.g. "unknown field `devcie`, expected one
+    /// of ..."). Use `#[serde(deny_unknown_fields, rename_all = "kebab-case")]`
+    /// on `T` so typos are caught and keys follow ntpd-rs conventions.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        let text = if self.config_json.trim().is_empty() {
+            "{}"
+        } else {
+            self.config_json
+        };
+        serde_json::from_str(text)
+            .map_err(|e| PluginError::configuration(format!("invalid plugin config: {e}")))
+    }
+}
+
+/// A plugin: its identity and how it creates sources.
+pub trait Plugin {
+    /// The source type `init` creates.
+    type Source: Source;
+
+    /// Who the plugin is.
+    fn info() -> Info;
+
+    /// Creates a source from its configuration. Detect capabilities here,
+    /// once; report a missing device as [`ErrorKind::UNAVAILABLE`] so the
+    /// host retries later.
+    fn init(ctx: InitContext<'_>) -> Result<Self::Source, PluginError>;
+}
+
+/// A time source created by [`Plugin::init`].
+///
+/// Dropping it must release whatever it holds (close the device).
+pub trait Source: Send + 'static {
+    /// What this source does. Decided at init; cheap to call.
+    fn capabilities(&self) -> Result<Capabilities, PluginError>;
+
+    /// Takes one measurement now.
+    fn sample(&mut self) -> Result<Sample, PluginError>;
+}
+
+/// Runs `f`, turning a panic into an [`ErrorKind::PANICKED`] error that
+/// names the entry point.
+fn guard<T>(entry: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.into(),
+        Err(payload) => RResult::RErr(PluginError::new(
+            ErrorKind::PANICKED,
+            format!("plugin panicked in {entry}: {}", panic_message(&*payload)),
+        )),
+    }
+}
+
+/// The text of a panic payload, when it has one.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic payload)"
+    }
+}
+
+/// Adapts a [`Source`] to the ABI trait, catching panics.
+struct Guarded<S>(S);
+
+impl<S: Source> TimeSource for Guarded<S> {
+    fn capabilities(&self) -> RResult<Capabilities, PluginError> {
+        guard("capabilities()", || self.0.capabilities())
+    }
+
+    fn sample(&mut self) -> RResult<Sample, PluginError> {
+        guard("sample()", || self.0.sample())
+    }
+}
+
+extern "C" fn info_entry<P: Plugin>() -> PluginInfo {
+    // `info` cannot report an error; a panicking one is reported in the
+    // description instead of crossing the boundary.
+    match catch_unwind(P::info) {
+        Ok(info) => PluginInfo {
+            name: info.name.into(),
+            vendor: info.vendor.into(),
+            version: info.version.into(),
+            description: info.description.into(),
+            api_version: crate::API_VERSION.into(),
+        },
+        Err(payload) => PluginInfo {
+            name: "unknown".into(),
+            vendor: "unknown".into(),
+            version: "0.0.0".into(),
+            description: format!("plugin panicked in info(): {}", panic_message(&*payload)).into(),
+            api_version: crate::API_VERSION.into(),
+        },
+    }
+}
+
+extern "C" fn init_entry<P: Plugin>(request: InitRequest<'_>) -> RResult<SourceBox, PluginError> {
+    let ctx = InitContext::new(request.config_json.as_str(), request.host_version.as_str());
+    guard("init()", || {
+        P::init(ctx).map(|source| TimeSource_TO::from_value(Guarded(source), TD_Opaque))
+    })
+}
+
+/// Builds the root module for `P`. Called by
+/// [`export_plugin!`](crate::export_plugin); not for direct use.
+#[doc(hidden)]
+pub fn root_module<P: Plugin>() -> PluginModuleRef {
+    PluginModule {
+        info: info_entry::<P>,
+        init: init_entry::<P>,
+    }
+    .leak_into_prefix()
+}
+
+/// Builds a [`SourceBox`] from a [`Source`] in the same process, with the
+/// same panic guard a loaded plugin gets. For a plugin's own tests and for
+/// hosts that link a source statically.
+pub fn boxed_source<S: Source>(source: S) -> SourceBox {
+    TimeSource_TO::from_value(Guarded(source), TD_Opaque)
+}
+
+/// Exports `$plugin` (a type implementing [`Plugin`](crate::Plugin)) as this
+/// library's ntpd-host plugin. Use it once, in a `cdylib` crate.
+///
+/// The crate must also depend on `abi_stable` directly, pinned to the same
+/// version as `ntpd-plugin-api` (`abi_stable = "=0.11.3"`): the attribute
+/// that exports the module names that crate by its absolute path.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        #[allow(missing_docs)]
+        pub mod __ntpd_plugin_export {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The library's root module, found by the host through abi_stable.
+            #[::abi_stable::export_root_module]
+            pub fn ntpd_plugin_root_module() -> $crate::PluginModuleRef {
+                $crate::sdk::root_module::<$plugin>()
+            }
+        }
+    };
+}
+
+impl PluginError {
+    /// An error of `kind` with a one-line message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: RString::from(message.into()),
+        }
+    }
+
+    /// A [`ErrorKind::TRANSIENT`] error.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TRANSIENT, message)
+    }
+
+    /// An [`ErrorKind::UNAVAILABLE`] error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UNAVAILABLE, message)
+    }
+
+    /// A [`ErrorKind::CONFIGURATION`] error.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::CONFIGURATION, message)
+    }
+
+    /// A [`ErrorKind::FATAL`] error.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::FATAL, message)
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} error: {}", self.kind, self.message)
+    }
+}
+
+impl std::fmt::Debug for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PluginError({}, {:?})", self.kind, self.message.as_str())
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+impl Capabilities {
+    /// Capabilities with the given essentials, the widest poll range the host
+    /// allows (-1 to 6), no flags and no extensions.
+    pub fn new(
+        method: crate::ReadMethod,
+        timescale: crate::TimeScale,
+        precision_ns: u64,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            method,
+            timescale,
+            precision_ns,
+            min_poll_log2: -1,
+            max_poll_log2: 6,
+            description: RString::from(description.into()),
+            flags: 0,
+            extensions: RString::new(),
+        }
+    }
+}
+
+impl Sample {
+    /// A sample from one reading, with no leap second pending.
+    pub fn new(system_time_ns: i64, offset_ns: i64, error_ns: u64) -> Self {
+        Self {
+            system_time_ns,
+            offset_ns,
+            error_ns,
+            leap: crate::Leap::NONE,
+            readings: 1,
+            flags: 0,
+        }
+    }
+}
+
+/// The system clock (CLOCK_REALTIME) now, in nanoseconds since 1970.
+pub fn realtime_now_ns() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
