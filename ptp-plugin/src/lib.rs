@@ -1,0 +1,1 @@
+//! PTP hardware clock plugin for ntpd-host (work in progress).
