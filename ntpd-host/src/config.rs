@@ -248,7 +248,12 @@ fn parse_plugin(file: &Path, position: usize, t: &Table) -> Result<PluginSource,
             ));
         }
         Some(Value::String(s)) => PathBuf::from(s),
-        Some(v) => return Err(err("path", format!("must be a string, got {}", type_name(v)))),
+        Some(v) => {
+            return Err(err(
+                "path",
+                format!("must be a string, got {}", type_name(v)),
+            ));
+        }
     };
     if !path.is_absolute() {
         return Err(err(
@@ -268,7 +273,12 @@ fn parse_plugin(file: &Path, position: usize, t: &Table) -> Result<PluginSource,
                 .unwrap_or_else(|| "plugin".into())
         ),
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(v) => return Err(err("name", format!("must be a non-empty string, got {}", type_name(v)))),
+        Some(v) => {
+            return Err(err(
+                "name",
+                format!("must be a non-empty string, got {}", type_name(v)),
+            ));
+        }
     };
 
     let poll_interval = match t.get("poll-interval") {
@@ -308,17 +318,28 @@ fn parse_plugin(file: &Path, position: usize, t: &Table) -> Result<PluginSource,
         Some(Value::String(s)) => {
             let p = PathBuf::from(s);
             if !p.is_absolute() {
-                return Err(err("socket", format!("{s:?} is relative; give an absolute path")));
+                return Err(err(
+                    "socket",
+                    format!("{s:?} is relative; give an absolute path"),
+                ));
             }
             if s.len() > MAX_SOCKET_PATH {
                 return Err(err(
                     "socket",
-                    format!("path is {} bytes; unix sockets allow at most {MAX_SOCKET_PATH}", s.len()),
+                    format!(
+                        "path is {} bytes; unix sockets allow at most {MAX_SOCKET_PATH}",
+                        s.len()
+                    ),
                 ));
             }
             Some(p)
         }
-        Some(v) => return Err(err("socket", format!("must be a string, got {}", type_name(v)))),
+        Some(v) => {
+            return Err(err(
+                "socket",
+                format!("must be a string, got {}", type_name(v)),
+            ));
+        }
     };
 
     let sample_timeout = match number("sample-timeout")? {
@@ -345,8 +366,12 @@ fn parse_plugin(file: &Path, position: usize, t: &Table) -> Result<PluginSource,
 
     let config_json = match t.get("config") {
         None => "{}".to_owned(),
-        Some(v @ Value::Table(_)) => serde_json::to_string(v)
-            .map_err(|e| err("config", format!("cannot be passed to the plugin as JSON: {e}")))?,
+        Some(v @ Value::Table(_)) => serde_json::to_string(v).map_err(|e| {
+            err(
+                "config",
+                format!("cannot be passed to the plugin as JSON: {e}"),
+            )
+        })?,
         Some(v) => {
             return Err(err(
                 "config",
@@ -402,7 +427,10 @@ pub fn derive(cfg: &HostConfig, runtime_dir: &Path, estimates: &[Option<f64>]) -
             }
             let plugin = &cfg.plugins[plugin_index];
             let socket = plugin.socket_path(runtime_dir);
-            let precision = match (plugin.precision, estimates.get(plugin_index).copied().flatten()) {
+            let precision = match (
+                plugin.precision,
+                estimates.get(plugin_index).copied().flatten(),
+            ) {
                 (Some(p), _) => p,
                 (None, Some(e)) => e.max(1e-9),
                 (None, None) => {
@@ -433,12 +461,18 @@ pub fn derive(cfg: &HostConfig, runtime_dir: &Path, estimates: &[Option<f64>]) -
     let observability = table
         .entry("observability")
         .or_insert_with(|| Value::Table(Table::new()));
-    let observation_path = match observability.get("observation-path").and_then(Value::as_str) {
+    let observation_path = match observability
+        .get("observation-path")
+        .and_then(Value::as_str)
+    {
         Some(p) => PathBuf::from(p),
         None => {
             let p = runtime_dir.join("observe");
             if let Value::Table(t) = observability {
-                t.insert("observation-path".into(), Value::String(p.display().to_string()));
+                t.insert(
+                    "observation-path".into(),
+                    Value::String(p.display().to_string()),
+                );
             }
             p
         }
@@ -515,7 +549,10 @@ single-step-panic-threshold = 1000
         assert_eq!(p.poll_duration(), Duration::from_millis(500));
         assert_eq!(p.precision, Some(1e-7));
         let json: serde_json::Value = serde_json::from_str(&p.config_json).unwrap();
-        assert_eq!(json, serde_json::json!({"device": "/dev/ptp0", "readings": 9}));
+        assert_eq!(
+            json,
+            serde_json::json!({"device": "/dev/ptp0", "readings": 9})
+        );
     }
 
     #[test]
@@ -571,7 +608,10 @@ path = "/c.so"
     fn existing_observation_path_is_kept() {
         let text = "[observability]\nobservation-path = \"/var/run/ntpd-rs/observe\"\n";
         let d = derive(&parse_ok(text), Path::new("/r"), &[]);
-        assert_eq!(d.observation_path, PathBuf::from("/var/run/ntpd-rs/observe"));
+        assert_eq!(
+            d.observation_path,
+            PathBuf::from("/var/run/ntpd-rs/observe")
+        );
     }
 
     #[test]
@@ -583,12 +623,17 @@ path = "/c.so"
         // A pool counts its `count`.
         let text = "[[source]]\nmode = \"pool\"\naddress = \"p\"\ncount = 2\n\
                     [[source]]\nmode = \"plugin\"\npath = \"/a.so\"\nprecision = 1e-7\n";
-        assert!(derive(&parse_ok(text), Path::new("/r"), &[None]).warnings.is_empty());
+        assert!(
+            derive(&parse_ok(text), Path::new("/r"), &[None])
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]
     fn socket_key_overrides_the_private_socket() {
-        let text = "[[source]]\nmode = \"plugin\"\npath = \"/a.so\"\nsocket = \"/run/ntpd-rs/ptp.sock\"\n";
+        let text =
+            "[[source]]\nmode = \"plugin\"\npath = \"/a.so\"\nsocket = \"/run/ntpd-rs/ptp.sock\"\n";
         let cfg = parse_ok(text);
         assert_eq!(
             cfg.plugins[0].socket_path(Path::new("/r")),
@@ -611,7 +656,10 @@ path = "/c.so"
                 "[[source]]\nmode = \"plugin\"\npath = \"lib.so\"\n",
                 "[[source]] #1: path: \"lib.so\" is relative",
             ),
-            ("[[source]]\nmode = \"plugin\"\n", "[[source]] #1: path: missing"),
+            (
+                "[[source]]\nmode = \"plugin\"\n",
+                "[[source]] #1: path: missing",
+            ),
             (
                 "[[source]]\nmode = \"server\"\naddress = \"x\"\n[[source]]\nmode = \"plugin\"\npath = \"/a.so\"\ndevice = \"/dev/ptp0\"\n",
                 "[[source]] #2: device: unknown key for a plugin source; valid keys: mode, path",
@@ -636,7 +684,10 @@ path = "/c.so"
                 "[[source]]\nmode = \"plugin\"\npath = \"/a.so\"\nsocket = \"rel.sock\"\n",
                 "[[source]] #1: socket: \"rel.sock\" is relative",
             ),
-            ("[[source]\nmode = 1", "/etc/ntpd-rs/ntp.toml: invalid TOML (line 1)"),
+            (
+                "[[source]\nmode = 1",
+                "/etc/ntpd-rs/ntp.toml: invalid TOML (line 1)",
+            ),
             (
                 "[synchronization]\nminimum-agreeing-sources = 0\n",
                 "synchronization.minimum-agreeing-sources: must be a positive integer",
@@ -644,7 +695,10 @@ path = "/c.so"
         ];
         for (text, want) in cases {
             let got = parse_err(text);
-            assert!(got.contains(want), "config:\n{text}\nwant: {want}\ngot:  {got}");
+            assert!(
+                got.contains(want),
+                "config:\n{text}\nwant: {want}\ngot:  {got}"
+            );
             assert!(!got.contains('\n'), "one line: {got}");
         }
     }

@@ -164,7 +164,7 @@ pub fn load(path: &Path, options: LoadOptions) -> Result<Plugin, LoadError> {
 
 /// The checks made before a file is handed to the dynamic loader (which runs
 /// the library's initialisers).
-fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
+pub fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
     let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             LoadError::NotFound {
