@@ -121,6 +121,12 @@ pub fn joined_json(host: &HostStatus, daemon: Option<&Value>, now_ns: i64) -> Va
     })
 }
 
+/// A JSON number of seconds as nanoseconds, or "-".
+fn secs_as_ns(v: Option<&Value>) -> String {
+    v.and_then(Value::as_f64)
+        .map_or_else(|| "-".into(), |s| format!("{:+.0} ns", s * 1e9))
+}
+
 fn ns(v: Option<i64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:+} ns"))
 }
@@ -158,11 +164,14 @@ pub fn render(
             line(
                 &mut out,
                 format!(
-                    "daemon       pid {}, stratum {}, offset {} s, uncertainty {} s",
+                    "daemon       pid {}, stratum {}, offset {}, uncertainty {}",
                     host.daemon_pid.map_or("-".into(), |p| p.to_string()),
-                    get("stratum"),
-                    get("offset"),
-                    get("uncertainty"),
+                    system
+                        .and_then(|s| s.get("stratum"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                    secs_as_ns(system.and_then(|s| s.get("offset"))),
+                    secs_as_ns(system.and_then(|s| s.get("uncertainty"))),
                 ),
             );
         }
@@ -229,9 +238,9 @@ pub fn render(
             line(
                 &mut out,
                 format!(
-                    "  daemon     offset {} s, uncertainty {} s",
-                    d.get("offset").cloned().unwrap_or(Value::Null),
-                    d.get("uncertainty").cloned().unwrap_or(Value::Null)
+                    "  daemon     offset {}, uncertainty {}",
+                    secs_as_ns(d.get("offset")),
+                    secs_as_ns(d.get("uncertainty")),
                 ),
             );
         }
@@ -284,7 +293,11 @@ mod tests {
         assert!(text.contains("source #1 ptp#1: running"), "{text}");
         assert!(text.contains("/dev/ptp0 via extended"), "{text}");
         assert!(text.contains("offset -120 ns"), "{text}");
-        assert!(text.contains("daemon     offset -0.00000012 s"), "{text}");
+        assert!(
+            text.contains("daemon     offset -120 ns, uncertainty +30 ns"),
+            "{text}"
+        );
+        assert!(text.contains("stratum 1, offset +100 ns"), "{text}");
     }
 
     #[test]
