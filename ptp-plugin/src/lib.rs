@@ -1,1 +1,325 @@
-//! PTP hardware clock plugin for ntpd-host (work in progress).
+//! `libntpd_ptp.so`: a PTP hardware clock (`/dev/ptpN`) as an ntpd-host
+//! time source.
+//!
+//! At `init` the plugin finds the clock (by `device`, `clock-name` or
+//! `interface`), opens it read-only, reads its capabilities and detects the
+//! best read method once: a hardware cross-timestamp
+//! (`PTP_SYS_OFFSET_PRECISE`), else driver-bracketed readings
+//! (`PTP_SYS_OFFSET_EXTENDED`), else kernel-bracketed readings
+//! (`PTP_SYS_OFFSET`). Each `sample` issues that one request and reduces
+//! its readings to one offset in integer nanoseconds (see [`process`]).
+//! The keys are documented in the crate's README.
+//!
+//! Layout: [`sys`] holds all `unsafe` (the ioctls and a read-only
+//! `adjtimex`); [`device`] puts it behind the [`device::PhcDevice`] trait;
+//! [`source`] detects and samples over that trait; [`process`], [`config`]
+//! and [`locate`] are the pure parts; [`error`] maps failures to what the
+//! host should do.
+
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod locate;
+pub mod process;
+pub mod source;
+#[allow(unsafe_code)]
+pub mod sys;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use ntpd_plugin_api::{
+    Capabilities, Info, InitContext, Plugin, PluginError, Sample, Source, TimeScale, export_plugin,
+};
+use serde_json::json;
+
+use crate::config::{Config, RawConfig, Timescale};
+use crate::device::{Errno, ErrnoClass};
+use crate::error::PhcError;
+use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
+use crate::source::{
+    PRECISION_BATCHES, Reader, TaiSource, detect, estimate_precision, kernel_tai_value,
+};
+use crate::sys::Phc;
+
+/// The plugin type handed to `export_plugin!`.
+pub struct PtpPlugin;
+
+/// An open PHC with its detected read method.
+pub struct PtpSource {
+    reader: Reader<Phc>,
+    capabilities: Capabilities,
+}
+
+/// Where the system's sysfs and device nodes are; tests point these
+/// elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub struct Roots<'a> {
+    /// sysfs mount point, normally `/sys`.
+    pub sys: &'a Path,
+    /// Device directory, normally `/dev`.
+    pub dev: &'a Path,
+}
+
+impl Roots<'static> {
+    /// The real system: `/sys` and `/dev`.
+    pub fn system() -> Self {
+        Roots {
+            sys: Path::new("/sys"),
+            dev: Path::new("/dev"),
+        }
+    }
+}
+
+/// The kernel's TAI-UTC through [`sys::kernel_tai_offset`].
+fn kernel_tai() -> Result<i32, Errno> {
+    sys::kernel_tai_offset().map_err(Errno)
+}
+
+/// Opens the PHC, mapping `open` failures: a missing path lists the clocks
+/// that do exist.
+fn open(path: &Path, label: &str, roots: Roots<'_>) -> Result<Phc, PhcError> {
+    Phc::open(path).map_err(|e| {
+        let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
+        match errno.class() {
+            ErrnoClass::Gone => PhcError::Missing {
+                label: label.to_owned(),
+                present: describe_clocks(&list_clocks(roots.sys)),
+            },
+            _ if errno.0 == libc::EISDIR => PhcError::NotAPhc {
+                label: label.to_owned(),
+                op: "open",
+                errno,
+            },
+            _ => source::errno_error(label, "open", errno, true),
+        }
+    })
+}
+
+impl PtpSource {
+    /// Opens and detects the configured clock.
+    pub fn open(config: &Config, roots: Roots<'_>) -> Result<Self, PhcError> {
+        let target = resolve(&config.locator, roots.sys, roots.dev)?;
+        let label = target.label.clone();
+
+        let tai = match config.timescale {
+            Timescale::Utc => TaiSource::None,
+            Timescale::Tai(Some(s)) => TaiSource::Fixed(s),
+            Timescale::Tai(None) => {
+                kernel_tai_value(kernel_tai).map_err(|message| PhcError::Tai {
+                    label: label.clone(),
+                    message,
+                    transient: false,
+                })?;
+                TaiSource::Kernel
+            }
+        };
+
+        let mut phc = open(&target.path, &label, roots)?;
+        // The driver's clock name, found by device number (works for udev
+        // links such as /dev/ptp_kvm too).
+        let clocks = list_clocks(roots.sys);
+        let entry = phc
+            .file()
+            .metadata()
+            .ok()
+            .and_then(|m| clock_for_rdev(&clocks, m.rdev()).cloned());
+
+        let detection = detect(&mut phc, &label, config.method, config.readings)?;
+        let mut measured = vec![detection.first];
+        let mut reader = Reader::new(
+            phc,
+            label.clone(),
+            detection.method,
+            config.readings,
+            tai,
+            config.offset_ns,
+            kernel_tai,
+        );
+        if detection.method.uses_readings() {
+            for _ in 0..PRECISION_BATCHES {
+                if let Ok(m) = reader.measure() {
+                    measured.push(m);
+                }
+            }
+        }
+        let (precision_ns, delay_ns) = estimate_precision(detection.method, &measured);
+
+        let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
+        let readings = if detection.method.uses_readings() {
+            config.readings
+        } else {
+            1
+        };
+        let method = detection.method;
+        let mut description = format!(
+            "PHC {label}{} via {}",
+            match (&entry, &clock_name) {
+                (Some(e), Some(n)) => format!(" ({}, clock {n:?})", e.name),
+                (Some(e), None) => format!(" ({})", e.name),
+                _ => String::new(),
+            },
+            method.request()
+        );
+        if method.uses_readings() {
+            description.push_str(&format!(" x{readings}, best read delay {delay_ns} ns"));
+        } else {
+            description.push_str(" (hardware cross-timestamp)");
+        }
+        match tai {
+            TaiSource::None => {}
+            TaiSource::Fixed(s) => description.push_str(&format!(", TAI-UTC {s} s (configured)")),
+            TaiSource::Kernel => description.push_str(", TAI-UTC from the kernel"),
+        }
+        if config.offset_ns != 0 {
+            description.push_str(&format!(", offset {:+} ns", config.offset_ns));
+        }
+
+        let timescale = match tai {
+            TaiSource::None => TimeScale::UTC,
+            _ => TimeScale::TAI,
+        };
+        let mut capabilities =
+            Capabilities::new(method.read_method(), timescale, precision_ns, description);
+        let mut ext = json!({
+            "device": target.path.display().to_string(),
+            "clock-name": clock_name,
+            "readings": readings,
+            "delay-ns": delay_ns,
+            "max-adj-ppb": detection.caps.max_adj_ppb,
+            "cross-timestamping": detection.caps.cross_timestamping,
+            "detection": detection.skipped,
+        });
+        if let TaiSource::Fixed(s) = tai {
+            ext["tai-offset"] = json!(s);
+        }
+        capabilities.extensions = ext.to_string().into();
+
+        Ok(PtpSource {
+            reader,
+            capabilities,
+        })
+    }
+}
+
+impl Plugin for PtpPlugin {
+    type Source = PtpSource;
+
+    fn info() -> Info {
+        Info {
+            name: "ptp",
+            vendor: "ntpd-host project",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "PTP hardware clock (/dev/ptpN): cross-timestamp, extended or standard reads",
+        }
+    }
+
+    fn init(ctx: InitContext<'_>) -> Result<PtpSource, PluginError> {
+        let raw: RawConfig = ctx.config()?;
+        let config = Config::from_raw(raw).map_err(PhcError::from)?;
+        Ok(PtpSource::open(&config, Roots::system())?)
+    }
+}
+
+impl Source for PtpSource {
+    fn capabilities(&self) -> Result<Capabilities, PluginError> {
+        Ok(self.capabilities.clone())
+    }
+
+    fn sample(&mut self) -> Result<Sample, PluginError> {
+        Ok(self.reader.sample()?)
+    }
+}
+
+export_plugin!(PtpPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locate::tests::Scratch;
+    use ntpd_plugin_api::ErrorKind;
+
+    fn init(json: &str) -> Result<PtpSource, PluginError> {
+        PtpPlugin::init(InitContext::new(json, "test"))
+    }
+
+    fn open_in(json: &str, scratch: &Scratch) -> Result<PtpSource, PhcError> {
+        let raw: RawConfig = serde_json::from_str(json).unwrap();
+        let config = Config::from_raw(raw).unwrap();
+        PtpSource::open(
+            &config,
+            Roots {
+                sys: &scratch.0,
+                dev: &scratch.0.join("dev"),
+            },
+        )
+    }
+
+    #[test]
+    fn missing_device_is_unavailable_and_lists_the_clocks() {
+        let s = Scratch::new();
+        let e = open_in(r#"{"device": "/dev/ptp-ntpd-test-missing"}"#, &s)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
+        assert_eq!(
+            e.to_string(),
+            "PTP clock /dev/ptp-ntpd-test-missing does not exist (PTP clocks in /sys/class/ptp: none)"
+        );
+        s.clock("ptp1", "ptp_kvm", "246:1");
+        let e = open_in(r#"{"device": "/dev/ptp-ntpd-test-missing"}"#, &s)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .ends_with(r#"(PTP clocks in /sys/class/ptp: ptp1 "ptp_kvm")"#)
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_clock_is_a_configuration_error() {
+        let s = Scratch::new();
+        let e = open_in(r#"{"device": "/dev/null"}"#, &s).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::CONFIGURATION);
+        assert_eq!(
+            e.to_string(),
+            "/dev/null is not a PTP clock (PTP_CLOCK_GETCAPS: ENOTTY)"
+        );
+        let e = open_in(r#"{"device": "/"}"#, &s).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::CONFIGURATION);
+    }
+
+    #[test]
+    fn clock_name_not_present_is_unavailable() {
+        let s = Scratch::new();
+        let e = open_in(r#"{"clock-name": "ptp_kvm"}"#, &s).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
+        assert!(e.to_string().contains("\"ptp_kvm\""));
+    }
+
+    #[test]
+    fn init_errors_through_the_sdk() {
+        let e = init(r#"{"device": "/dev/ptp-ntpd-test-missing"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ErrorKind::UNAVAILABLE);
+        assert!(e.message.contains("/dev/ptp-ntpd-test-missing"));
+        let e = init(r#"{"devcie": "/dev/ptp0"}"#).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::CONFIGURATION);
+        assert!(e.message.contains("devcie"), "{}", e.message);
+        let e = init(r#"{"device": "/dev/ptp0", "readings": 99}"#)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ErrorKind::CONFIGURATION);
+        assert!(e.message.contains("`readings`"), "{}", e.message);
+        let e = init("").err().unwrap();
+        assert!(e.message.contains("`device`"), "{}", e.message);
+    }
+
+    #[test]
+    fn info_names_the_plugin() {
+        assert_eq!(PtpPlugin::info().name, "ptp");
+    }
+}

@@ -1,0 +1,375 @@
+//! Finding the PHC: `/sys/class/ptp` for clock names and device numbers,
+//! `/sys/class/net/IFACE/device/ptp/` for an interface's PHC.
+//!
+//! `/dev/ptpN` numbers change between boots (and when a driver is reloaded
+//! while an old descriptor is still open), so a clock can be named by its
+//! driver's clock name or by its network interface instead. Every function
+//! takes the sysfs root as a parameter so the tests run on a fake tree.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::config::Locator;
+
+/// One entry of `/sys/class/ptp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockEntry {
+    /// `ptpN`.
+    pub name: String,
+    /// The driver's `clock_name`, e.g. `ptp_kvm`.
+    pub clock_name: Option<String>,
+    /// Device number from the `dev` file (`major:minor`).
+    pub dev: Option<(u32, u32)>,
+}
+
+impl ClockEntry {
+    fn index(&self) -> u64 {
+        self.name
+            .strip_prefix("ptp")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX)
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim_end_matches(['\n', '\r', ' ']).to_owned())
+}
+
+fn parse_dev(s: &str) -> Option<(u32, u32)> {
+    let (major, minor) = s.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The PTP clocks the kernel knows, in index order (`ptp2` before `ptp10`).
+/// A missing `/sys/class/ptp` (no PTP support loaded) is an empty list.
+pub fn list_clocks(sys: &Path) -> Vec<ClockEntry> {
+    let dir = sys.join("class/ptp");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut clocks: Vec<ClockEntry> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.starts_with("ptp").then(|| ClockEntry {
+                clock_name: read_trimmed(&dir.join(&name).join("clock_name")),
+                dev: read_trimmed(&dir.join(&name).join("dev")).and_then(|d| parse_dev(&d)),
+                name,
+            })
+        })
+        .collect();
+    clocks.sort_by_key(|c| (c.index(), c.name.clone()));
+    clocks
+}
+
+/// The clocks as one line for messages: `ptp0 "ptp_kvm", ptp1 "igb"`, or
+/// `none`.
+pub fn describe_clocks(clocks: &[ClockEntry]) -> String {
+    if clocks.is_empty() {
+        return "none".to_owned();
+    }
+    clocks
+        .iter()
+        .map(|c| match &c.clock_name {
+            Some(n) => format!("{} {n:?}", c.name),
+            None => c.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits a Linux `dev_t` (as `st_rdev`) into major and minor numbers.
+pub fn dev_major_minor(rdev: u64) -> (u32, u32) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}
+
+/// The `/sys/class/ptp` entry of an opened device, by device number.
+pub fn clock_for_rdev(clocks: &[ClockEntry], rdev: u64) -> Option<&ClockEntry> {
+    let dev = dev_major_minor(rdev);
+    clocks.iter().find(|c| c.dev == Some(dev))
+}
+
+/// Why the configured clock could not be found.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LocateError {
+    /// No clock has that clock name (its driver may not be loaded yet).
+    #[error("no PTP clock is named {name:?} (PTP clocks in /sys/class/ptp: {present})")]
+    NoSuchClockName {
+        /// The configured name.
+        name: String,
+        /// The clocks present, as [`describe_clocks`] gives them.
+        present: String,
+    },
+    /// More than one clock has that name.
+    #[error(
+        "`clock-name` = {name:?} matches {matches}; select the clock by `interface` or `device` instead"
+    )]
+    AmbiguousClockName {
+        /// The configured name.
+        name: String,
+        /// The matching clocks.
+        matches: String,
+    },
+    /// No such network interface (its driver may not be loaded yet).
+    #[error("network interface {iface} does not exist")]
+    NoSuchInterface {
+        /// The configured interface.
+        iface: String,
+    },
+    /// The interface exists but has no PHC.
+    #[error(
+        "network interface {iface} has no PTP hardware clock (no {iface}/device/ptp in /sys/class/net; `ethtool -T {iface}` shows its PHC index, if any)"
+    )]
+    InterfaceWithoutPhc {
+        /// The configured interface.
+        iface: String,
+    },
+}
+
+impl LocateError {
+    /// Whether waiting could help (a driver not loaded yet), as opposed to
+    /// a configuration that cannot work.
+    pub fn may_appear_later(&self) -> bool {
+        matches!(
+            self,
+            LocateError::NoSuchClockName { .. } | LocateError::NoSuchInterface { .. }
+        )
+    }
+}
+
+/// The device to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The path to open.
+    pub path: PathBuf,
+    /// How messages name the clock: the configured path, or
+    /// `/dev/ptp1 (clock-name "ptp_kvm")`, `/dev/ptp2 (interface eth0)`.
+    pub label: String,
+}
+
+/// Resolves the configured clock to a device path.
+pub fn resolve(locator: &Locator, sys: &Path, dev: &Path) -> Result<Target, LocateError> {
+    match locator {
+        Locator::Device(path) => Ok(Target {
+            path: PathBuf::from(path),
+            label: path.clone(),
+        }),
+        Locator::ClockName(name) => {
+            let clocks = list_clocks(sys);
+            let matches: Vec<&ClockEntry> = clocks
+                .iter()
+                .filter(|c| c.clock_name.as_deref() == Some(name.as_str()))
+                .collect();
+            match matches.as_slice() {
+                [] => Err(LocateError::NoSuchClockName {
+                    name: name.clone(),
+                    present: describe_clocks(&clocks),
+                }),
+                [one] => {
+                    let path = dev.join(&one.name);
+                    Ok(Target {
+                        label: format!("{} (clock-name {name:?})", path.display()),
+                        path,
+                    })
+                }
+                many => Err(LocateError::AmbiguousClockName {
+                    name: name.clone(),
+                    matches: many
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            }
+        }
+        Locator::Interface(iface) => {
+            let net = sys.join("class/net").join(iface);
+            if !net.exists() {
+                return Err(LocateError::NoSuchInterface {
+                    iface: iface.clone(),
+                });
+            }
+            let mut phcs: Vec<String> = fs::read_dir(net.join("device/ptp"))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| n.starts_with("ptp"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            phcs.sort_by_key(|n| {
+                (
+                    n.strip_prefix("ptp")
+                        .and_then(|i| i.parse::<u64>().ok())
+                        .unwrap_or(u64::MAX),
+                    n.clone(),
+                )
+            });
+            let Some(first) = phcs.first() else {
+                return Err(LocateError::InterfaceWithoutPhc {
+                    iface: iface.clone(),
+                });
+            };
+            let path = dev.join(first);
+            Ok(Target {
+                label: format!("{} (interface {iface})", path.display()),
+                path,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A scratch directory under the system temp dir, removed on drop.
+    pub(crate) struct Scratch(pub PathBuf);
+
+    impl Scratch {
+        pub(crate) fn new() -> Self {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "ntpd-ptp-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        /// Adds `class/ptp/<name>` with a clock name and device number.
+        pub(crate) fn clock(&self, name: &str, clock_name: &str, dev: &str) {
+            let d = self.0.join("class/ptp").join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("clock_name"), format!("{clock_name}\n")).unwrap();
+            fs::write(d.join("dev"), format!("{dev}\n")).unwrap();
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn missing_or_empty_class_dir_lists_none() {
+        let s = Scratch::new();
+        assert!(list_clocks(&s.0).is_empty());
+        fs::create_dir_all(s.0.join("class/ptp")).unwrap();
+        assert!(list_clocks(&s.0).is_empty());
+        assert_eq!(describe_clocks(&list_clocks(&s.0)), "none");
+    }
+
+    #[test]
+    fn clocks_are_listed_in_index_order_with_names() {
+        let s = Scratch::new();
+        s.clock("ptp10", "igb", "246:10");
+        s.clock("ptp2", "ptp_kvm", "246:2");
+        let clocks = list_clocks(&s.0);
+        assert_eq!(clocks[0].name, "ptp2");
+        assert_eq!(clocks[0].dev, Some((246, 2)));
+        assert_eq!(describe_clocks(&clocks), r#"ptp2 "ptp_kvm", ptp10 "igb""#);
+    }
+
+    #[test]
+    fn clock_name_resolves_to_its_dev_node() {
+        let s = Scratch::new();
+        s.clock("ptp0", "igb", "246:0");
+        s.clock("ptp1", "ptp_kvm", "246:1");
+        let t = resolve(
+            &Locator::ClockName("ptp_kvm".into()),
+            &s.0,
+            Path::new("/dev"),
+        )
+        .unwrap();
+        assert_eq!(t.path, PathBuf::from("/dev/ptp1"));
+        assert!(t.label.contains("/dev/ptp1") && t.label.contains("ptp_kvm"));
+    }
+
+    #[test]
+    fn unknown_and_ambiguous_clock_names() {
+        let s = Scratch::new();
+        s.clock("ptp0", "igb", "246:0");
+        s.clock("ptp1", "igb", "246:1");
+        let e = resolve(
+            &Locator::ClockName("ptp_kvm".into()),
+            &s.0,
+            Path::new("/dev"),
+        )
+        .unwrap_err();
+        assert!(e.may_appear_later());
+        assert_eq!(
+            e.to_string(),
+            r#"no PTP clock is named "ptp_kvm" (PTP clocks in /sys/class/ptp: ptp0 "igb", ptp1 "igb")"#
+        );
+        let e = resolve(&Locator::ClockName("igb".into()), &s.0, Path::new("/dev")).unwrap_err();
+        assert!(!e.may_appear_later());
+        assert!(e.to_string().contains("ptp0, ptp1"), "{e}");
+    }
+
+    #[test]
+    fn interface_resolves_through_its_device() {
+        let s = Scratch::new();
+        fs::create_dir_all(s.0.join("class/net/enp1s0/device/ptp/ptp3")).unwrap();
+        fs::create_dir_all(s.0.join("class/net/virbr0")).unwrap();
+        let t = resolve(
+            &Locator::Interface("enp1s0".into()),
+            &s.0,
+            Path::new("/dev"),
+        )
+        .unwrap();
+        assert_eq!(t.path, PathBuf::from("/dev/ptp3"));
+        assert!(t.label.contains("interface enp1s0"));
+        let e = resolve(
+            &Locator::Interface("virbr0".into()),
+            &s.0,
+            Path::new("/dev"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            LocateError::InterfaceWithoutPhc {
+                iface: "virbr0".into()
+            }
+        );
+        assert!(!e.may_appear_later());
+        let e = resolve(&Locator::Interface("eth9".into()), &s.0, Path::new("/dev")).unwrap_err();
+        assert!(e.may_appear_later());
+    }
+
+    #[test]
+    fn device_paths_are_taken_as_given() {
+        let t = resolve(
+            &Locator::Device("/dev/ptp_kvm".into()),
+            Path::new("/nonexistent"),
+            Path::new("/dev"),
+        )
+        .unwrap();
+        assert_eq!(t.path, PathBuf::from("/dev/ptp_kvm"));
+        assert_eq!(t.label, "/dev/ptp_kvm");
+    }
+
+    #[test]
+    fn dev_t_split_and_lookup() {
+        // glibc's makedev(246, 1) and a large minor.
+        assert_eq!(dev_major_minor(0xf601), (246, 1));
+        let big = (0x123u64 << 8) | 0x45 | (0x678u64 << 20);
+        assert_eq!(dev_major_minor(big), (0x123, 0x67845));
+        let clocks = vec![ClockEntry {
+            name: "ptp1".into(),
+            clock_name: Some("ptp_kvm".into()),
+            dev: Some((246, 1)),
+        }];
+        assert_eq!(clock_for_rdev(&clocks, 0xf601).unwrap().name, "ptp1");
+        assert!(clock_for_rdev(&clocks, 0xf602).is_none());
+    }
+}
