@@ -36,7 +36,7 @@ use ntpd_plugin_api::{
 use serde_json::json;
 
 use crate::config::{Config, RawConfig, Timescale};
-use crate::device::{Errno, ErrnoClass};
+use crate::device::{Errno, ErrnoClass, PhcDevice};
 use crate::error::PhcError;
 use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
 use crate::source::{
@@ -117,7 +117,7 @@ impl PtpSource {
             }
         };
 
-        let mut phc = open(&target.path, &label, roots)?;
+        let phc = open(&target.path, &label, roots)?;
         // The driver's clock name, found by device number (works for udev
         // links such as /dev/ptp_kvm too).
         let clocks = list_clocks(roots.sys);
@@ -127,81 +127,116 @@ impl PtpSource {
             .ok()
             .and_then(|m| clock_for_rdev(&clocks, m.rdev()).cloned());
 
-        let detection = detect(&mut phc, &label, config.method, config.readings)?;
-        let mut measured = vec![detection.first];
-        let mut reader = Reader::new(
-            phc,
-            label.clone(),
-            detection.method,
-            config.readings,
+        let setup = Setup {
+            label,
+            path: target.path.display().to_string(),
+            entry,
             tai,
-            config.offset_ns,
             kernel_tai,
-        );
-        if detection.method.uses_readings() {
-            for _ in 0..PRECISION_BATCHES {
-                if let Ok(m) = reader.measure() {
-                    measured.push(m);
-                }
-            }
-        }
-        let (precision_ns, delay_ns) = estimate_precision(detection.method, &measured);
-
-        let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
-        let readings = if detection.method.uses_readings() {
-            config.readings
-        } else {
-            1
         };
-        let method = detection.method;
-        let mut description = format!(
-            "PHC {label}{} via {}",
-            match (&entry, &clock_name) {
-                (Some(e), Some(n)) => format!(" ({}, clock {n:?})", e.name),
-                (Some(e), None) => format!(" ({})", e.name),
-                _ => String::new(),
-            },
-            method.request()
-        );
-        if method.uses_readings() {
-            description.push_str(&format!(" x{readings}, best read delay {delay_ns} ns"));
-        } else {
-            description.push_str(" (hardware cross-timestamp)");
-        }
-        match tai {
-            TaiSource::None => {}
-            TaiSource::Fixed(s) => description.push_str(&format!(", TAI-UTC {s} s (configured)")),
-            TaiSource::Kernel => description.push_str(", TAI-UTC from the kernel"),
-        }
-        if config.offset_ns != 0 {
-            description.push_str(&format!(", offset {:+} ns", config.offset_ns));
-        }
-
-        let timescale = match tai {
-            TaiSource::None => TimeScale::UTC,
-            _ => TimeScale::TAI,
-        };
-        let mut capabilities =
-            Capabilities::new(method.read_method(), timescale, precision_ns, description);
-        let mut ext = json!({
-            "device": target.path.display().to_string(),
-            "clock-name": clock_name,
-            "readings": readings,
-            "delay-ns": delay_ns,
-            "max-adj-ppb": detection.caps.max_adj_ppb,
-            "cross-timestamping": detection.caps.cross_timestamping,
-            "detection": detection.skipped,
-        });
-        if let TaiSource::Fixed(s) = tai {
-            ext["tai-offset"] = json!(s);
-        }
-        capabilities.extensions = ext.to_string().into();
-
+        let (reader, capabilities) = start(phc, config, &setup)?;
         Ok(PtpSource {
             reader,
             capabilities,
         })
     }
+}
+
+/// What `init` knows about the clock before it reads it.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// How messages name the clock.
+    pub label: String,
+    /// The device path opened.
+    pub path: String,
+    /// Its `/sys/class/ptp` entry, if found.
+    pub entry: Option<locate::ClockEntry>,
+    /// Where TAI-UTC comes from.
+    pub tai: TaiSource,
+    /// How to read the kernel's TAI-UTC.
+    pub kernel_tai: source::KernelTai,
+}
+
+/// Detects the read method on an open device, measures its read delay and
+/// builds the capabilities: everything `init` does once the device is open.
+pub fn start<D: PhcDevice>(
+    mut dev: D,
+    config: &Config,
+    setup: &Setup,
+) -> Result<(Reader<D>, Capabilities), PhcError> {
+    let label = &setup.label;
+    let tai = setup.tai;
+    let entry = &setup.entry;
+    let detection = detect(&mut dev, label, config.method, config.readings)?;
+    let mut measured = vec![detection.first];
+    let mut reader = Reader::new(
+        dev,
+        label.clone(),
+        detection.method,
+        config.readings,
+        tai,
+        config.offset_ns,
+        setup.kernel_tai,
+    );
+    if detection.method.uses_readings() {
+        for _ in 0..PRECISION_BATCHES {
+            if let Ok(m) = reader.measure() {
+                measured.push(m);
+            }
+        }
+    }
+    let (precision_ns, delay_ns) = estimate_precision(detection.method, &measured);
+    let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
+    let readings = if detection.method.uses_readings() {
+        config.readings
+    } else {
+        1
+    };
+    let method = detection.method;
+    let mut description = format!(
+        "PHC {label}{} via {}",
+        match (&entry, &clock_name) {
+            (Some(e), Some(n)) => format!(" ({}, clock {n:?})", e.name),
+            (Some(e), None) => format!(" ({})", e.name),
+            _ => String::new(),
+        },
+        method.request()
+    );
+    if method.uses_readings() {
+        description.push_str(&format!(" x{readings}, best read delay {delay_ns} ns"));
+    } else {
+        description.push_str(" (hardware cross-timestamp)");
+    }
+    match tai {
+        TaiSource::None => {}
+        TaiSource::Fixed(s) => description.push_str(&format!(", TAI-UTC {s} s (configured)")),
+        TaiSource::Kernel => description.push_str(", TAI-UTC from the kernel"),
+    }
+    if config.offset_ns != 0 {
+        description.push_str(&format!(", offset {:+} ns", config.offset_ns));
+    }
+
+    let timescale = match tai {
+        TaiSource::None => TimeScale::UTC,
+        _ => TimeScale::TAI,
+    };
+    let mut capabilities =
+        Capabilities::new(method.read_method(), timescale, precision_ns, description);
+    let mut ext = json!({
+        "device": setup.path,
+        "clock-name": clock_name,
+        "readings": readings,
+        "delay-ns": delay_ns,
+        "max-adj-ppb": detection.caps.max_adj_ppb,
+        "cross-timestamping": detection.caps.cross_timestamping,
+        "detection": detection.skipped,
+    });
+    if let TaiSource::Fixed(s) = tai {
+        ext["tai-offset"] = json!(s);
+    }
+    capabilities.extensions = ext.to_string().into();
+
+    Ok((reader, capabilities))
 }
 
 impl Plugin for PtpPlugin {
@@ -239,7 +274,8 @@ export_plugin!(PtpPlugin);
 mod tests {
     use super::*;
     use crate::locate::tests::Scratch;
-    use ntpd_plugin_api::ErrorKind;
+    use crate::source::tests::{Fake, bracketed, precise_batch};
+    use ntpd_plugin_api::{ErrorKind, ReadMethod};
 
     fn init(json: &str) -> Result<PtpSource, PluginError> {
         PtpPlugin::init(InitContext::new(json, "test"))
@@ -316,6 +352,94 @@ mod tests {
         assert!(e.message.contains("`readings`"), "{}", e.message);
         let e = init("").err().unwrap();
         assert!(e.message.contains("`device`"), "{}", e.message);
+    }
+
+    fn setup(tai: TaiSource) -> Setup {
+        Setup {
+            label: "/dev/ptp_kvm".into(),
+            path: "/dev/ptp_kvm".into(),
+            entry: Some(locate::ClockEntry {
+                name: "ptp1".into(),
+                clock_name: Some("ptp_kvm".into()),
+                dev: Some((246, 1)),
+            }),
+            tai,
+            kernel_tai: || Ok(37),
+        }
+    }
+
+    fn config(json: &str) -> Config {
+        Config::from_raw(serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    fn extensions(caps: &Capabilities) -> serde_json::Value {
+        serde_json::from_str(caps.extensions.as_str()).unwrap()
+    }
+
+    #[test]
+    fn start_reports_method_device_clock_name_and_precision() {
+        // Detection batch slow (first call on the path), then two typical.
+        let mut f = Fake::with_caps(false);
+        f.extended.push_back(Ok(bracketed(10, 300_000, 5)));
+        f.extended.push_back(Ok(bracketed(10, 320, 5)));
+        f.extended.push_back(Ok(bracketed(10, 300, 5)));
+        f.extended.push_back(Ok(bracketed(10, 310, 5)));
+        let (mut reader, caps) = start(
+            f,
+            &config(r#"{"device": "/dev/ptp_kvm"}"#),
+            &setup(TaiSource::None),
+        )
+        .unwrap();
+        assert_eq!(caps.method, ReadMethod::EXTENDED);
+        assert_eq!(caps.timescale, TimeScale::UTC);
+        assert_eq!(caps.precision_ns, 160, "median of 150 000, 160 and 150");
+        let ext = extensions(&caps);
+        assert_eq!(ext["device"], "/dev/ptp_kvm");
+        assert_eq!(ext["clock-name"], "ptp_kvm");
+        assert_eq!(ext["readings"], 10);
+        assert_eq!(ext["delay-ns"], 300);
+        assert!(caps.description.contains("ptp1"), "{}", caps.description);
+        assert!(caps.description.contains("PTP_SYS_OFFSET_EXTENDED x10"));
+        // The reader goes on with the next batch, not a new detection.
+        assert_eq!(reader.sample().unwrap().error_ns, 155);
+    }
+
+    #[test]
+    fn start_with_precise_and_tai() {
+        let mut f = Fake::with_caps(true);
+        f.precise
+            .push_back(Ok(precise_batch(37 * process::NS_PER_S + 4)));
+        f.precise
+            .push_back(Ok(precise_batch(37 * process::NS_PER_S + 6)));
+        let (mut reader, caps) = start(
+            f,
+            &config(r#"{"clock-name": "ptp_kvm", "timescale": "tai", "tai-offset": 37}"#),
+            &setup(TaiSource::Fixed(37)),
+        )
+        .unwrap();
+        assert_eq!(caps.method, ReadMethod::PRECISE);
+        assert_eq!(caps.timescale, TimeScale::TAI);
+        assert_eq!(caps.precision_ns, 1);
+        let ext = extensions(&caps);
+        assert_eq!(ext["readings"], 1);
+        assert_eq!(ext["delay-ns"], 0);
+        assert_eq!(ext["tai-offset"], 37);
+        assert_eq!(reader.sample().unwrap().offset_ns, 6, "TAI PHC, UTC offset");
+    }
+
+    #[test]
+    fn start_propagates_detection_errors() {
+        let mut f = Fake::default();
+        f.caps.push_back(Err(Errno(libc::ENODEV)));
+        let e = start(
+            f,
+            &config(r#"{"device": "/dev/ptp_kvm"}"#),
+            &setup(TaiSource::None),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
+        assert!(e.to_string().contains("/dev/ptp_kvm"));
     }
 
     #[test]
