@@ -155,12 +155,6 @@ pub fn render(
     match (daemon, daemon_error) {
         (Some(d), _) => {
             let system = d.get("system");
-            let get = |k: &str| {
-                system
-                    .and_then(|s| s.get(k))
-                    .cloned()
-                    .unwrap_or(Value::Null)
-            };
             line(
                 &mut out,
                 format!(
