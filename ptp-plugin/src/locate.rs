@@ -122,9 +122,10 @@ pub enum LocateError {
         /// The configured interface.
         iface: String,
     },
-    /// The interface exists but has no PHC.
+    /// The interface exists but has no PHC (yet: some drivers register the
+    /// PHC a moment after the network device).
     #[error(
-        "network interface {iface} has no PTP hardware clock (no {iface}/device/ptp in /sys/class/net; `ethtool -T {iface}` shows its PHC index, if any)"
+        "network interface {iface} has no PTP hardware clock (/sys/class/net/{iface}/device/ptp is absent; `ethtool -T {iface}` shows its PHC index, if any)"
     )]
     InterfaceWithoutPhc {
         /// The configured interface.
@@ -133,13 +134,11 @@ pub enum LocateError {
 }
 
 impl LocateError {
-    /// Whether waiting could help (a driver not loaded yet), as opposed to
-    /// a configuration that cannot work.
+    /// Whether waiting could help (a driver not loaded yet, or a NIC driver
+    /// such as igb that registers its PHC just after the interface), as
+    /// opposed to a configuration that cannot work.
     pub fn may_appear_later(&self) -> bool {
-        matches!(
-            self,
-            LocateError::NoSuchClockName { .. } | LocateError::NoSuchInterface { .. }
-        )
+        !matches!(self, LocateError::AmbiguousClockName { .. })
     }
 }
 
@@ -341,7 +340,10 @@ pub(crate) mod tests {
                 iface: "virbr0".into()
             }
         );
-        assert!(!e.may_appear_later());
+        assert!(
+            e.may_appear_later(),
+            "its driver may register the PHC later"
+        );
         let e = resolve(&Locator::Interface("eth9".into()), &s.0, Path::new("/dev")).unwrap_err();
         assert!(e.may_appear_later());
     }
