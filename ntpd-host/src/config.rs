@@ -295,22 +295,22 @@ fn parse_plugin(file: &Path, position: usize, t: &Table) -> Result<PluginSource,
     };
 
     let precision = number("precision")?;
-    if let Some(p) = precision {
-        if !(p.is_finite() && p > 0.0 && p <= 1.0) {
-            return Err(err(
-                "precision",
-                format!("must be a number of seconds above 0 and at most 1, got {p}"),
-            ));
-        }
+    if let Some(p) = precision
+        && !(p.is_finite() && p > 0.0 && p <= 1.0)
+    {
+        return Err(err(
+            "precision",
+            format!("must be a number of seconds above 0 and at most 1, got {p}"),
+        ));
     }
     let accuracy = number("accuracy")?;
-    if let Some(a) = accuracy {
-        if !(a.is_finite() && (0.0..=1.0).contains(&a)) {
-            return Err(err(
-                "accuracy",
-                format!("must be a number of seconds from 0 to 1, got {a}"),
-            ));
-        }
+    if let Some(a) = accuracy
+        && !(a.is_finite() && (0.0..=1.0).contains(&a))
+    {
+        return Err(err(
+            "accuracy",
+            format!("must be a number of seconds from 0 to 1, got {a}"),
+        ));
     }
 
     let socket = match t.get("socket") {

@@ -84,9 +84,41 @@ fn ensure_runtime_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
+/// Checks the plugin sources of a `bridge` config: each needs a `socket`.
+fn bridge_sockets(args: &HostArgs, cfg: &HostConfig) -> Result<Vec<PathBuf>, String> {
+    if cfg.plugins.is_empty() {
+        return Err(format!(
+            "{}: no [[source]] with mode = \"plugin\": nothing to bridge",
+            args.config.display()
+        ));
+    }
+    cfg.plugins
+        .iter()
+        .map(|p| {
+            p.socket.clone().ok_or_else(|| {
+                format!(
+                    "{}: [[source]] #{}: socket: missing: bridge needs the path of a mode = \"sock\" source in your ntpd-rs config",
+                    args.config.display(),
+                    p.position
+                )
+            })
+        })
+        .collect()
+}
+
 /// Checks a config without starting anything; returns the lines to print.
-pub fn validate(args: &HostArgs) -> Result<Vec<String>, String> {
+/// With `bridge`, checks it as a `bridge` config (plugin sources with
+/// sockets; no ntpd-rs settings).
+pub fn validate(args: &HostArgs, bridge: bool) -> Result<Vec<String>, String> {
     let cfg = load_config(&args.config)?;
+    if bridge {
+        let sockets = bridge_sockets(args, &cfg)?;
+        return Ok(vec![format!(
+            "{}: ok: bridge with {} plugin source(s)",
+            args.config.display(),
+            sockets.len()
+        )]);
+    }
     let derived = config::derive(&cfg, &args.runtime_dir, &vec![None; cfg.plugins.len()]);
     let dir = tempdir()?;
     let file = dir.join("ntp.toml");
@@ -234,25 +266,7 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
 /// ntpd-rs through the sockets its own config names.
 pub async fn bridge(args: HostArgs) -> Result<(), String> {
     let cfg = load_config(&args.config)?;
-    let mut sockets = Vec::new();
-    for p in &cfg.plugins {
-        match &p.socket {
-            Some(s) => sockets.push(s.clone()),
-            None => {
-                return Err(format!(
-                    "{}: [[source]] #{}: socket: missing: bridge needs the path of a mode = \"sock\" source in your ntpd-rs config",
-                    args.config.display(),
-                    p.position
-                ));
-            }
-        }
-    }
-    if cfg.plugins.is_empty() {
-        return Err(format!(
-            "{}: no [[source]] with mode = \"plugin\": nothing to bridge",
-            args.config.display()
-        ));
-    }
+    let sockets = bridge_sockets(&args, &cfg)?;
     ensure_runtime_dir(&args.runtime_dir)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let opts = Options::new(exe, log_filter(&args.log_level));

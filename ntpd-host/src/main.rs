@@ -84,7 +84,13 @@ enum Command {
     /// through the `socket` each plugin source names.
     Bridge(HostOpts),
     /// Check a config without starting anything.
-    Validate(HostOpts),
+    Validate {
+        #[command(flatten)]
+        host: HostOpts,
+        /// Check it as a `bridge` config (plugin sources with sockets only).
+        #[arg(long)]
+        bridge: bool,
+    },
     /// Show the daemon's sources joined with each plugin worker's state.
     Status {
         #[command(flatten)]
@@ -195,7 +201,7 @@ fn main() -> ExitCode {
     let opts = match &command {
         Command::Run(o)
         | Command::Bridge(o)
-        | Command::Validate(o)
+        | Command::Validate { host: o, .. }
         | Command::Status { host: o, .. } => o.clone().or(&cli.host),
         _ => cli.host.clone(),
     };
@@ -216,9 +222,9 @@ fn main() -> ExitCode {
             init_logging(level.unwrap_or("info"));
             runtime().block_on(host::bridge(host_args))
         }
-        Command::Validate(_) => {
+        Command::Validate { bridge, .. } => {
             init_logging(level.unwrap_or("warn"));
-            host::validate(&host_args).map(|lines| {
+            host::validate(&host_args, bridge).map(|lines| {
                 for l in lines {
                     println!("{l}");
                 }

@@ -213,10 +213,11 @@ fn spawn_worker(opts: &Options, spec: &WorkerSpec) -> std::io::Result<Child> {
 
 /// Sends SIGTERM, waits up to `grace`, then SIGKILL; reaps the child.
 pub async fn stop_child(child: &mut Child, grace: Duration) {
-    if let Some(pid) = child.id() {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.start_kill();
