@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's one test command (the README names it; CI runs it).
+#
+#   scripts/test.sh            formatting, lints, every workspace test, then
+#                              the real-kernel PHC suite in a qemu guest
+#   NTPD_HOST_SKIP_VM=1 ...    everything but the guest suite
+#
+# Nothing here starts the ntpd-rs daemon on this machine: the host tests use
+# `bridge` (workers only) and `validate` (parsing only); the closed loop with
+# the daemon steering a clock runs only inside the guest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked
+
+if [[ -z "${NTPD_HOST_SKIP_VM:-}" && -x tests/vm/run ]]; then
+    step "real-kernel PHC suite (qemu guest)"
+    tests/vm/run
+fi
