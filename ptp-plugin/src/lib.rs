@@ -47,9 +47,10 @@ use crate::sys::Phc;
 /// The plugin type handed to `export_plugin!`.
 pub struct PtpPlugin;
 
-/// An open PHC with its detected read method.
-pub struct PtpSource {
-    reader: Reader<Phc>,
+/// An open PHC with its detected read method: the plugin's source object.
+/// Generic over the device so tests can run it on a fake.
+pub struct PtpSource<D: PhcDevice = Phc> {
+    reader: Reader<D>,
     capabilities: Capabilities,
 }
 
@@ -98,7 +99,19 @@ fn open(path: &Path, label: &str, roots: Roots<'_>) -> Result<Phc, PhcError> {
     })
 }
 
-impl PtpSource {
+impl<D: PhcDevice> PtpSource<D> {
+    /// A source for a device that is already open: detects the read method
+    /// and measures the read delay (see [`start`]).
+    pub fn from_device(dev: D, config: &Config, setup: &Setup) -> Result<Self, PhcError> {
+        let (reader, capabilities) = start(dev, config, setup)?;
+        Ok(PtpSource {
+            reader,
+            capabilities,
+        })
+    }
+}
+
+impl PtpSource<Phc> {
     /// Opens and detects the configured clock.
     pub fn open(config: &Config, roots: Roots<'_>) -> Result<Self, PhcError> {
         let target = resolve(&config.locator, roots.sys, roots.dev)?;
@@ -134,11 +147,7 @@ impl PtpSource {
             tai,
             kernel_tai,
         };
-        let (reader, capabilities) = start(phc, config, &setup)?;
-        Ok(PtpSource {
-            reader,
-            capabilities,
-        })
+        PtpSource::from_device(phc, config, &setup)
     }
 }
 
@@ -258,7 +267,7 @@ impl Plugin for PtpPlugin {
     }
 }
 
-impl Source for PtpSource {
+impl<D: PhcDevice + 'static> Source for PtpSource<D> {
     fn capabilities(&self) -> Result<Capabilities, PluginError> {
         Ok(self.capabilities.clone())
     }
@@ -392,7 +401,7 @@ mod tests {
         .unwrap();
         assert_eq!(caps.method, ReadMethod::EXTENDED);
         assert_eq!(caps.timescale, TimeScale::UTC);
-        assert_eq!(caps.precision_ns, 160, "median of 150 000, 160 and 150");
+        assert_eq!(caps.precision_ns, 92, "median min delay 320 ns / sqrt(12)");
         let ext = extensions(&caps);
         assert_eq!(ext["device"], "/dev/ptp_kvm");
         assert_eq!(ext["clock-name"], "ptp_kvm");
@@ -440,6 +449,37 @@ mod tests {
         .unwrap();
         assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
         assert!(e.to_string().contains("/dev/ptp_kvm"));
+    }
+
+    #[test]
+    fn source_through_the_abi_boundary() {
+        // The same panic-guarded wrapper a loaded plugin gets.
+        let mut f = Fake::with_caps(false);
+        f.standard.push_back(Ok(bracketed(3, 600, 250)));
+        f.standard.push_back(Ok(bracketed(3, 600, 250)));
+        f.standard.push_back(Ok(bracketed(3, 600, 250)));
+        f.standard.push_back(Ok(bracketed(3, 600, 250)));
+        f.standard.push_back(Err(Errno(libc::ENODEV)));
+        let source = PtpSource::from_device(
+            f,
+            &config(r#"{"device": "/dev/ptp_kvm", "readings": 3, "offset": 0.00000005}"#),
+            &setup(TaiSource::None),
+        )
+        .unwrap();
+        let mut boxed = ntpd_plugin_api::boxed_source(source);
+        let caps = boxed.capabilities().into_result().unwrap();
+        assert_eq!(caps.method, ReadMethod::STANDARD);
+        assert!(
+            caps.description.contains("offset +50 ns"),
+            "{}",
+            caps.description
+        );
+        let s = boxed.sample().into_result().unwrap();
+        assert_eq!(s.offset_ns, 300, "250 ns measured + 50 ns configured");
+        assert_eq!(s.readings, 3);
+        let e = boxed.sample().into_result().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UNAVAILABLE);
+        assert!(e.message.contains("/dev/ptp_kvm") && e.message.contains("ENODEV"));
     }
 
     #[test]

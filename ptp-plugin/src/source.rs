@@ -216,8 +216,14 @@ pub fn detect<D: PhcDevice>(
 }
 
 /// The precision estimate (ns) and the smallest read delay (ns) from the
-/// measurements taken at init: the median error bound, so that one slow
-/// first call does not set it. A cross-timestamp claims the resolution.
+/// measurements taken at init.
+///
+/// Precision is one standard deviation of a sample's offset. A cross-timestamp
+/// claims the clock's resolution. For a bracketed read, the PHC was read
+/// somewhere inside the bracket; not knowing where, take its position as
+/// uniform over the bracket, whose standard deviation is delay / sqrt(12),
+/// with the batches' median minimum delay (so a slow first call on a new path
+/// does not set it). The per-sample error bound stays the full delay / 2.
 pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64, u64) {
     let min_delay = measurements
         .iter()
@@ -227,9 +233,17 @@ pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64,
     if method == Method::Precise || measurements.is_empty() {
         return (crate::process::RESOLUTION_NS, min_delay);
     }
-    let mut errors: Vec<u64> = measurements.iter().map(|m| m.error_ns).collect();
-    errors.sort_unstable();
-    (errors[errors.len() / 2], min_delay)
+    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
+    delays.sort_unstable();
+    let median = delays[delays.len() / 2];
+    // sqrt(12) = 3.4641; rounded to the nearest nanosecond.
+    let sd = (u128::from(median) * 10_000 + 17_320) / 34_641;
+    (
+        u64::try_from(sd)
+            .unwrap_or(u64::MAX)
+            .max(crate::process::RESOLUTION_NS),
+        min_delay,
+    )
 }
 
 /// Where TAI-UTC comes from, for a TAI clock.
@@ -737,7 +751,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn precision_is_the_median_error_and_precise_claims_one_ns() {
+    fn precision_follows_the_median_delay_and_precise_claims_one_ns() {
         let m = |error_ns, min_delay_ns| Measurement {
             system_time_ns: T0,
             offset_ns: 0,
@@ -751,8 +765,11 @@ pub(crate) mod tests {
                 Method::Extended,
                 &[m(150_000, 300_000), m(160, 320), m(150, 300)]
             ),
-            (160, 300)
+            (92, 300),
+            "320 ns / sqrt(12)"
         );
+        assert_eq!(estimate_precision(Method::Standard, &[m(1, 0)]), (1, 0));
+        assert_eq!(estimate_precision(Method::Standard, &[m(2, 3)]), (1, 3));
         assert_eq!(estimate_precision(Method::Precise, &[m(1, 0)]), (1, 0));
         assert_eq!(estimate_precision(Method::Standard, &[]), (1, 0));
     }
