@@ -31,6 +31,9 @@ impl Errno {
             libc::EAGAIN => "EAGAIN",
             libc::EBUSY => "EBUSY",
             libc::ETIMEDOUT => "ETIMEDOUT",
+            libc::EMFILE => "EMFILE",
+            libc::ENFILE => "ENFILE",
+            libc::ENOMEM => "ENOMEM",
             libc::EACCES => "EACCES",
             libc::EPERM => "EPERM",
             libc::EOPNOTSUPP => "EOPNOTSUPP",
@@ -48,7 +51,13 @@ impl Errno {
     pub fn class(self) -> ErrnoClass {
         match self.0 {
             libc::ENODEV | libc::ENOENT | libc::EIO | libc::ENXIO => ErrnoClass::Gone,
-            libc::EINTR | libc::EAGAIN | libc::EBUSY | libc::ETIMEDOUT => ErrnoClass::Retry,
+            libc::EINTR
+            | libc::EAGAIN
+            | libc::EBUSY
+            | libc::ETIMEDOUT
+            | libc::EMFILE
+            | libc::ENFILE
+            | libc::ENOMEM => ErrnoClass::Retry,
             libc::EACCES | libc::EPERM => ErrnoClass::Denied,
             libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL | libc::ENOSYS => {
                 ErrnoClass::Unsupported
@@ -75,7 +84,8 @@ impl fmt::Debug for Errno {
 pub enum ErrnoClass {
     /// The device is gone or broken (ENODEV, ENOENT, EIO, ENXIO): unavailable.
     Gone,
-    /// Try again later (EINTR, EAGAIN, EBUSY, ETIMEDOUT): transient.
+    /// Try again later (EINTR, EAGAIN, EBUSY, ETIMEDOUT; EMFILE, ENFILE,
+    /// ENOMEM when out of descriptors or memory): transient.
     Retry,
     /// No permission (EACCES, EPERM): a configuration error.
     Denied,
@@ -342,7 +352,13 @@ mod tests {
         for e in [libc::ENODEV, libc::ENOENT, libc::EIO, libc::ENXIO] {
             assert_eq!(Errno(e).class(), ErrnoClass::Gone, "{e}");
         }
-        for e in [libc::EINTR, libc::EAGAIN, libc::EBUSY, libc::ETIMEDOUT] {
+        for e in [
+            libc::EINTR,
+            libc::EAGAIN,
+            libc::EBUSY,
+            libc::ETIMEDOUT,
+            libc::EMFILE,
+        ] {
             assert_eq!(Errno(e).class(), ErrnoClass::Retry, "{e}");
         }
         for e in [libc::EACCES, libc::EPERM] {

@@ -79,24 +79,28 @@ fn kernel_tai() -> Result<i32, Errno> {
     sys::kernel_tai_offset().map_err(Errno)
 }
 
-/// Opens the PHC, mapping `open` failures: a missing path lists the clocks
-/// that do exist.
+/// Opens the PHC, mapping `open` failures with [`open_error`].
 fn open(path: &Path, label: &str, roots: Roots<'_>) -> Result<Phc, PhcError> {
     Phc::open(path).map_err(|e| {
-        let errno = Errno(e.raw_os_error().unwrap_or(libc::EIO));
-        match errno.class() {
-            ErrnoClass::Gone => PhcError::Missing {
-                label: label.to_owned(),
-                present: describe_clocks(&list_clocks(roots.sys)),
-            },
-            _ if errno.0 == libc::EISDIR => PhcError::NotAPhc {
-                label: label.to_owned(),
-                op: "open",
-                errno,
-            },
-            _ => source::errno_error(label, "open", errno, true),
-        }
+        open_error(
+            label,
+            Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+            roots.sys,
+        )
     })
+}
+
+/// The error for a failed `open`: a missing path (ENOENT, or ENODEV/ENXIO
+/// for a node without a driver) lists the clocks that do exist; no
+/// permission says how to grant it.
+pub fn open_error(label: &str, errno: Errno, sys: &Path) -> PhcError {
+    match errno.class() {
+        ErrnoClass::Gone => PhcError::Missing {
+            label: label.to_owned(),
+            present: describe_clocks(&list_clocks(sys)),
+        },
+        _ => source::errno_error(label, "open", errno, true),
+    }
 }
 
 impl<D: PhcDevice> PtpSource<D> {
@@ -334,6 +338,18 @@ mod tests {
         );
         let e = open_in(r#"{"device": "/"}"#, &s).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::CONFIGURATION);
+        // A FIFO would block a plain open; the plugin opens non-blocking.
+        let fifo = s.0.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let json = format!(r#"{{"device": "{}"}}"#, fifo.display());
+        let e = open_in(&json, &s).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::CONFIGURATION, "{e}");
     }
 
     #[test]
@@ -480,6 +496,43 @@ mod tests {
         let e = boxed.sample().into_result().unwrap_err();
         assert_eq!(e.kind, ErrorKind::UNAVAILABLE);
         assert!(e.message.contains("/dev/ptp_kvm") && e.message.contains("ENODEV"));
+    }
+
+    #[test]
+    fn open_errors() {
+        let s = Scratch::new();
+        s.clock("ptp0", "igb", "246:0");
+        for errno in [libc::ENOENT, libc::ENODEV, libc::ENXIO] {
+            let e = open_error("/dev/ptp1", Errno(errno), &s.0);
+            assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
+            assert_eq!(
+                e.to_string(),
+                r#"PTP clock /dev/ptp1 does not exist (PTP clocks in /sys/class/ptp: ptp0 "igb")"#
+            );
+        }
+        for errno in [libc::EACCES, libc::EPERM] {
+            let e = open_error("/dev/ptp0", Errno(errno), &s.0);
+            assert_eq!(e.kind(), ErrorKind::CONFIGURATION);
+            let m = e.to_string();
+            assert!(
+                m.starts_with("no permission to read PTP clock /dev/ptp0 (open: "),
+                "{m}"
+            );
+            assert!(m.contains("udev rule") && m.contains("group"), "{m}");
+        }
+        assert_eq!(
+            open_error("/dev/ptp0", Errno(libc::EINTR), &s.0).kind(),
+            ErrorKind::TRANSIENT
+        );
+        assert_eq!(
+            open_error("/dev/ptp0", Errno(libc::EMFILE), &s.0).kind(),
+            ErrorKind::TRANSIENT,
+            "out of descriptors: try again later"
+        );
+        assert_eq!(
+            open_error("/dev/ptp0", Errno(libc::ELOOP), &s.0).kind(),
+            ErrorKind::FATAL
+        );
     }
 
     #[test]

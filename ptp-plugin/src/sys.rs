@@ -13,10 +13,11 @@
 //! Nothing here interprets a reading: the raw kernel structs go to
 //! [`crate::device`], which converts them into plain Rust values.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ptp_time::ptp::{
@@ -53,11 +54,15 @@ fn last_errno() -> i32 {
 
 impl Phc {
     /// Opens `path` read-only (every request used here is a read; the
-    /// kernel asks for write access only to steer the clock) and
-    /// close-on-exec (std's default).
+    /// kernel asks for write access only to steer the clock), close-on-exec
+    /// (std's default) and non-blocking, so that a misconfigured path to a
+    /// FIFO cannot hang `init` (PHC ioctls ignore the flag).
     pub fn open(path: &Path) -> io::Result<Self> {
         Ok(Self {
-            file: File::open(path)?,
+            file: OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)?,
         })
     }
 
