@@ -26,13 +26,21 @@ B_DRIFT_PPB=200        # |measured drift - set drift|, ppb
 B_STEP=20000           # |truth change - adjtime step|, ns
 B_IGB=2000000          # |igb PHC - guest clock| right after link up, ns
 B_IGB_SD=5000          # sd of the igb offset over 20 readings, ns
+B_TRUTH=2              # wobble of true_offset_ns itself (REALTIME vs RAW rounding), ns
+B_PL_PRECISE=2         # plugin |offset - truth|, precise, ns
+B_PL_EXTENDED=300      # plugin |offset - truth|, extended (10 readings), ns
+B_PL_STANDARD=300      # plugin |offset - truth|, standard (10 readings), ns
+B_PL_IGB=1000          # |plugin - phc_check| on the igb PHC, ns
 
 CHECKS="testclock_all_paths testclock_no_precise testclock_basic_only
 testclock_drift testclock_adjfine_apart testclock_adjtime_step
 testclock_eio_burst testclock_ebusy_burst testclock_fail_for_ms
-testclock_rmmod_renumber igb_phc"
+testclock_rmmod_renumber igb_phc
+plugin_all_callbacks plugin_no_crosstimestamp plugin_basic_only
+plugin_method_forced plugin_method_forced_missing plugin_clock_name_renumber
+plugin_igb plugin_eio_burst plugin_ebusy_burst plugin_tai_and_offset"
 # Hooks for later checks (not run, not counted until written):
-#   ptp_plugin_* (needs ptp-plugin on main), fault_rmmod_under_daemon,
+#   fault_rmmod_under_daemon,
 #   closed_loop_precise, closed_loop_extended, closed_loop_tai,
 #   three_sources_status.
 
@@ -247,6 +255,165 @@ check_igb_phc() {
 	pr=$(phc_check "$dev" precise 1 1)
 	DETAIL="$dev extended: n=$1 err=$2 mean offset=$3 sd=$4 max|off|=$5 (bound $B_IGB, sd bound $B_IGB_SD) maxdelay=$6; precise: ${pr%% [A-Z]*}"
 	[ "$1" = 20 ] && le "$5" $B_IGB && le "$4" $B_IGB_SD
+}
+
+# ---- checks: the PTP plugin through `ntpd-host probe` ----
+
+# probe CONFIG COUNT [INTERVAL]: JSON lines to /tmp/probe.out; returns probe's status
+probe() {
+	"$HOST" probe "$PTP_SO" --config "$1" --count "$2" --interval "${3:-0.1}" --json \
+		>/tmp/probe.out 2>/tmp/probe.err
+}
+
+# the "method" of the capabilities line
+probe_method() {
+	grep '"type":"capabilities"' /tmp/probe.out | sed -n 's/.*"method":"\([a-z]*\)".*/\1/p'
+}
+
+# probe_stats TRUTH: over the sample lines, err = offset-ns - TRUTH:
+# n errors mean sd max|err| max(|err| - error-ns) max-error-ns
+probe_stats() {
+	awk -v t="$1" '
+	function sq(x, r, i) { if (x <= 0) return 0; r = x; for (i = 0; i < 100; i++) r = (r + x / r) / 2; return r }
+	function num(k, v) { if (!match($0, "\"" k "\":-?[0-9]+")) return ""; v = substr($0, RSTART, RLENGTH); sub(/.*:/, "", v); return v + 0 }
+	/"type":"sample"/ { e = num("offset-ns") - t; b = num("error-ns"); n++; s += e; ss += e * e
+		if (e < 0) e = -e; if (e > m) m = e; if (n == 1 || e - b > x) x = e - b; if (b > mb) mb = b; next }
+	/"type":"error"/ { errs++ }
+	END { mean = n ? s / n : 0; sd = n > 1 ? sq((ss - n * mean * mean) / (n - 1)) : 0
+		printf "%d %d %.0f %.0f %d %d %d\n", n, errs, mean, sd, m, x, mb }' /tmp/probe.out
+}
+
+# plugin_measure CONFIG METHOD BOUND [COUNT]: the plugin picks METHOD and every
+# sample is within its own error bound (+ B_TRUTH) and within BOUND of the truth
+plugin_measure() {
+	local cfg=$1 want=$2 bound=$3 count=${4:-20} t1 t2 m
+	t1=$(truth)
+	probe "$cfg" "$count" 0.1
+	local rc=$?
+	t2=$(truth)
+	m=$(probe_method)
+	set -- $(probe_stats "$t1")
+	DETAIL="$DETAIL $cfg: method=$m (want $want) n=$1 errors=$2 mean=$3 sd=$4 max|err|=$5 (bound $bound) max(|err|-error-ns)=$6 (bound $B_TRUTH) max error-ns=$7;"
+	[ $rc = 0 ] || DETAIL="$DETAIL probe exit $rc: $(tail -n 1 /tmp/probe.err);"
+	[ $rc = 0 ] && [ "$m" = "$want" ] && [ "$1" = "$count" ] && [ "$2" = 0 ] &&
+		le "$5" "$bound" && le "$6" $B_TRUTH && le "$((t2 - t1))" $B_TRUTH && le "$((t1 - t2))" $B_TRUTH
+}
+
+check_plugin_all_callbacks() {
+	tc_load precise=1 extended=1 offset_ns=$OFF || { DETAIL="insmod failed"; return 1; }
+	plugin_measure '{"clock-name": "ptp_testclock"}' precise $B_PL_PRECISE
+}
+
+check_plugin_no_crosstimestamp() {
+	tc_load precise=0 extended=1 offset_ns=$OFF || { DETAIL="insmod failed"; return 1; }
+	plugin_measure '{"clock-name": "ptp_testclock"}' extended $B_PL_EXTENDED
+}
+
+check_plugin_basic_only() {
+	tc_load precise=0 extended=0 offset_ns=$OFF || { DETAIL="insmod failed"; return 1; }
+	plugin_measure '{"clock-name": "ptp_testclock"}' standard $B_PL_STANDARD
+}
+
+check_plugin_method_forced() {
+	tc_load precise=1 extended=1 offset_ns=$OFF || { DETAIL="insmod failed"; return 1; }
+	local ok=0
+	plugin_measure "{\"device\": \"$DEV\", \"method\": \"extended\"}" extended $B_PL_EXTENDED || ok=1
+	plugin_measure "{\"device\": \"$DEV\", \"method\": \"standard\", \"readings\": 5}" standard $B_PL_STANDARD || ok=1
+	return $ok
+}
+
+# a forced method the clock lacks is refused at init, with the reason
+check_plugin_method_forced_missing() {
+	tc_load precise=0 extended=0 offset_ns=$OFF || { DETAIL="insmod failed"; return 1; }
+	local ok=0 m
+	for m in precise extended; do
+		if probe "{\"device\": \"$DEV\", \"method\": \"$m\"}" 1; then
+			DETAIL="$DETAIL $m forced on a basic-only clock: accepted;"
+			ok=1
+		else
+			DETAIL="$DETAIL $m forced: refused: $(tail -n 1 /tmp/probe.err | cut -c1-160);"
+			grep -qi configuration /tmp/probe.err || ok=1
+		fi
+	done
+	return $ok
+}
+
+# clock-name finds the clock after a reload gave it another /dev/ptpN (an old
+# descriptor was still open)
+check_plugin_clock_name_renumber() {
+	tc_load name=tc_plugin offset_ns=$OFF || { DETAIL="insmod failed"; return 1; }
+	local old=$DEV pid
+	plugin_measure '{"clock-name": "tc_plugin"}' precise $B_PL_PRECISE 5 || return 1
+	phc_check "$old" precise 1 40 100 >/dev/null &
+	pid=$!
+	sleep 0.5
+	rmmod ptp_testclock
+	tc_load name=tc_plugin offset_ns=$OFF || { DETAIL="$DETAIL reload failed"; kill $pid; return 1; }
+	DETAIL="$DETAIL reloaded: $old -> $DEV;"
+	plugin_measure '{"clock-name": "tc_plugin"}' precise $B_PL_PRECISE 5
+	local rc=$?
+	grep -q "\"device\":\"$DEV\"" /tmp/probe.out || { DETAIL="$DETAIL capabilities do not name $DEV;"; rc=1; }
+	kill $pid 2>/dev/null; wait $pid 2>/dev/null
+	[ "$DEV" != "$old" ] && [ $rc = 0 ]
+}
+
+# the igb PHC through the plugin, by interface, against phc_check right after
+check_plugin_igb() {
+	ip link set eth0 up 2>/dev/null
+	local m ref
+	probe '{"interface": "eth0"}' 20 0.05 || { DETAIL="probe failed: $(tail -n 1 /tmp/probe.err)"; return 1; }
+	m=$(probe_method)
+	set -- $(probe_stats 0)
+	local n=$1 errs=$2 mean=$3 sd=$4
+	local dev
+	dev=$(grep '"type":"capabilities"' /tmp/probe.out | sed -n 's/.*"device":"\([^"]*\)".*/\1/p')
+	ref=$(phc_check "$dev" extended 10 20 50 | stats 0)
+	set -- $ref
+	local d
+	d=$(awk -v a="$mean" -v b="$3" 'BEGIN { d = a - b; print d < 0 ? -d : d }')
+	DETAIL="$dev method=$m n=$n errors=$errs mean offset=$mean sd=$sd; phc_check mean=$3 sd=$4; |diff|=$d (bound $B_PL_IGB)"
+	[ "$m" = extended ] && [ "$n" = 20 ] && [ "$errs" = 0 ] && le "$d" $B_PL_IGB
+}
+
+# a burst of read failures while the probe samples: those samples fail with
+# the documented kind, the rest stay right, and sampling resumes after
+plugin_burst() { # ERRNO KIND
+	local errno=$1 want=$2 t pid rc
+	tc_load precise=0 extended=1 offset_ns=$OFF fail_errno="$errno" || { DETAIL="insmod failed"; return 1; }
+	t=$(truth)
+	"$HOST" probe "$PTP_SO" --config '{"clock-name": "ptp_testclock"}' --count 40 --interval 0.1 --json \
+		>/tmp/probe.out 2>/tmp/probe.err &
+	pid=$!
+	sleep 1.5
+	echo 1000 > $TC/fail_ms
+	wait $pid
+	rc=$?
+	local kinds last
+	kinds=$(grep '"type":"error"' /tmp/probe.out | sed -n 's/.*"kind":"\([a-z]*\)".*/\1/p' | sort | uniq -c | tr -s ' \n' ' ')
+	last=$(grep -E '"type":"(sample|error)"' /tmp/probe.out | tail -n 5 | grep -c '"type":"sample"')
+	set -- $(probe_stats "$t")
+	DETAIL="errno $errno for 1000 ms during 40 samples 100 ms apart: $1 samples ok, $2 failed ($kinds, want $want); last 5 ok: $last; max|err|=$5 (bound $B_PL_EXTENDED); probe exit $rc"
+	[ "$2" -ge 5 ] && [ "$2" -le 12 ] && [ $(($1 + $2)) = 40 ] && [ "$last" = 5 ] &&
+		le "$5" $B_PL_EXTENDED && [ "$(echo "$kinds" | tr -d ' 0-9')" = "$want" ]
+}
+
+check_plugin_eio_burst() { plugin_burst 5 unavailable; }
+check_plugin_ebusy_burst() { plugin_burst 16 transient; }
+
+# a PHC running TAI (+37 s), and the fixed `offset` correction
+check_plugin_tai_and_offset() {
+	tc_load precise=1 extended=1 offset_ns=$((37000000000 + OFF)) || { DETAIL="insmod failed"; return 1; }
+	local ok=0 t
+	t=$(truth)
+	probe '{"clock-name": "ptp_testclock", "timescale": "tai", "tai-offset": 37}' 10 || ok=1
+	set -- $(probe_stats $((t - 37000000000)))
+	DETAIL="tai: n=$1 errors=$2 max|err|=$5 (bound $B_PL_PRECISE);"
+	[ "$1" = 10 ] && le "$5" $B_PL_PRECISE || ok=1
+	probe '{"clock-name": "ptp_testclock", "timescale": "tai", "tai-offset": 37, "offset": 0.000002}' 10 || ok=1
+	set -- $(probe_stats $((t - 37000000000 + 2000)))
+	DETAIL="$DETAIL tai with offset=+2 us: n=$1 errors=$2 max|err|=$5 (bound $B_PL_PRECISE)"
+	[ "$1" = 10 ] && le "$5" $B_PL_PRECISE || ok=1
+	return $ok
 }
 
 # ---- main ----
