@@ -191,6 +191,7 @@ pub fn start<D: PhcDevice>(
         config.offset_ns,
         setup.kernel_tai,
     );
+    reader.learn(&detection.first);
     if detection.method.uses_readings() {
         for _ in 0..PRECISION_BATCHES {
             if let Ok(m) = reader.measure() {

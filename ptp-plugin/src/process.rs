@@ -70,6 +70,19 @@ pub enum BatchError {
     /// The result does not fit in 64-bit nanoseconds.
     #[error("the offset does not fit in 64-bit nanoseconds")]
     Overflow,
+    /// Even the best reading of the batch took far longer than usual: every
+    /// read was disturbed (see [`DelayFilter`]).
+    #[error(
+        "best read delay {delay_ns} ns is over the limit of {limit_ns} ns (twice the recent typical {typical_ns} ns, plus {DELAY_SLACK_NS} ns): every read in the batch was disturbed"
+    )]
+    SlowBatch {
+        /// The batch's smallest delay, ns.
+        delay_ns: u64,
+        /// The recent typical smallest delay, ns.
+        typical_ns: u64,
+        /// The limit it exceeded, ns.
+        limit_ns: u64,
+    },
 }
 
 /// A timestamp as nanoseconds since 1970; `None` when malformed. A zero
@@ -176,6 +189,72 @@ fn process_bracketed(brackets: &[crate::device::Bracket]) -> Result<Measurement,
         readings: band.len() as u32,
         min_delay_ns: u64::try_from(min).map_err(|_| BatchError::Overflow)?,
     })
+}
+
+/// Batches remembered by [`DelayFilter`].
+pub const DELAY_WINDOW: usize = 15;
+
+/// Batches [`DelayFilter`] sees before it judges any.
+pub const DELAY_WARMUP: usize = 3;
+
+/// Slack added to the delay limit, ns, so that a very short typical delay
+/// does not make ordinary jitter look like a disturbance.
+pub const DELAY_SLACK_NS: u64 = 100;
+
+/// Rejects a batch whose best delay is far above the recent typical one.
+///
+/// The sock protocol that carries samples to ntpd-rs has no error field, so
+/// a batch in which every read was disturbed (all readings delayed by an
+/// interrupt storm, a preempted thread, bus contention) would reach the
+/// daemon as an ordinary sample with an error of up to half its delay. The
+/// filter keeps the best delays of the last [`DELAY_WINDOW`] batches,
+/// rejected ones included (so a lasting change of the typical delay is
+/// adopted within about half a window), and rejects a batch whose best delay
+/// exceeds twice their median plus [`DELAY_SLACK_NS`].
+#[derive(Clone, Debug, Default)]
+pub struct DelayFilter {
+    recent: std::collections::VecDeque<u64>,
+}
+
+impl DelayFilter {
+    /// A filter with no history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The (lower) median of the remembered delays, once warmed up.
+    pub fn typical(&self) -> Option<u64> {
+        if self.recent.len() < DELAY_WARMUP {
+            return None;
+        }
+        let mut sorted: Vec<u64> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        Some(sorted[(sorted.len() - 1) / 2])
+    }
+
+    /// Judges a batch by its best delay, then remembers that delay.
+    pub fn check(&mut self, delay_ns: u64) -> Result<(), BatchError> {
+        let verdict = match self.typical() {
+            Some(typical_ns) => {
+                let limit_ns = typical_ns.saturating_mul(2).saturating_add(DELAY_SLACK_NS);
+                if delay_ns > limit_ns {
+                    Err(BatchError::SlowBatch {
+                        delay_ns,
+                        typical_ns,
+                        limit_ns,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        };
+        if self.recent.len() == DELAY_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(delay_ns);
+        verdict
+    }
 }
 
 /// Converts a measurement's PHC-scale offset to the UTC-based offset the
@@ -398,6 +477,40 @@ mod tests {
             to_utc_offset(i64::MIN, 37, 0).unwrap_err(),
             BatchError::Overflow
         );
+    }
+
+    #[test]
+    fn delay_filter_learns_then_rejects_disturbed_batches() {
+        let mut f = DelayFilter::new();
+        // Warm-up: even a slow first call (0.3 ms) is accepted.
+        assert!(f.check(300_000).is_ok());
+        assert!(f.check(320).is_ok());
+        assert!(f.check(300).is_ok());
+        assert_eq!(f.typical(), Some(320));
+        assert!(f.check(740).is_ok(), "limit 2 * 320 + 100 = 740");
+        assert_eq!(
+            f.check(5000),
+            Err(BatchError::SlowBatch {
+                delay_ns: 5000,
+                typical_ns: 320,
+                limit_ns: 740
+            })
+        );
+        assert!(f.check(310).is_ok());
+    }
+
+    #[test]
+    fn delay_filter_adopts_a_lasting_change() {
+        let mut f = DelayFilter::new();
+        for _ in 0..DELAY_WINDOW {
+            f.check(300).unwrap();
+        }
+        // The typical delay moves to 2 us for good: rejected at first, then
+        // accepted once it is the median of the window.
+        let verdicts: Vec<bool> = (0..DELAY_WINDOW).map(|_| f.check(2000).is_ok()).collect();
+        let first_ok = verdicts.iter().position(|ok| *ok).unwrap();
+        assert_eq!(first_ok, DELAY_WINDOW / 2 + 1);
+        assert!(verdicts[first_ok..].iter().all(|ok| *ok));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ntpd_plugin_api::{ReadMethod, Sample};
 use crate::config::MethodChoice;
 use crate::device::{Caps, Errno, ErrnoClass, PhcDevice, RawBatch};
 use crate::error::PhcError;
-use crate::process::{BatchError, Measurement, process, to_utc_offset};
+use crate::process::{BatchError, DelayFilter, Measurement, process, to_utc_offset};
 
 /// Attempts per request when the device says "try again" (EINTR, EAGAIN,
 /// EBUSY, ETIMEDOUT) or a batch is spoiled (negative delay) during
@@ -283,6 +283,7 @@ pub struct Reader<D: PhcDevice> {
     tai: TaiSource,
     correction_ns: i64,
     kernel_tai: KernelTai,
+    delays: DelayFilter,
 }
 
 impl<D: PhcDevice> Reader<D> {
@@ -304,6 +305,16 @@ impl<D: PhcDevice> Reader<D> {
             tai,
             correction_ns,
             kernel_tai,
+            delays: DelayFilter::new(),
+        }
+    }
+
+    /// Feeds a measurement taken outside [`Reader::measure`] (the detection
+    /// batch) to the delay filter's history.
+    pub fn learn(&mut self, m: &Measurement) {
+        if self.method.uses_readings() {
+            // Warm-up: the verdict on the first batches is always Ok.
+            let _ = self.delays.check(m.min_delay_ns);
         }
     }
 
@@ -316,10 +327,15 @@ impl<D: PhcDevice> Reader<D> {
     pub fn measure(&mut self) -> Result<Measurement, PhcError> {
         let batch = read(&mut self.dev, self.method, self.readings)
             .map_err(|e| errno_error(&self.label, self.method.request(), e, false))?;
-        process(&batch).map_err(|source| PhcError::Batch {
+        let spoiled = |source| PhcError::Batch {
             label: self.label.clone(),
             source,
-        })
+        };
+        let m = process(&batch).map_err(spoiled)?;
+        if self.method.uses_readings() {
+            self.delays.check(m.min_delay_ns).map_err(spoiled)?;
+        }
+        Ok(m)
     }
 
     /// The offset to subtract for the time scale, seconds.
@@ -705,6 +721,24 @@ pub(crate) mod tests {
         assert_eq!(s.offset_ns, -8);
         assert_eq!(s.error_ns, 1);
         assert_eq!(s.readings, 1);
+    }
+
+    #[test]
+    fn a_batch_of_only_disturbed_reads_is_dropped() {
+        let mut f = Fake::default();
+        for _ in 0..4 {
+            f.extended.push_back(Ok(bracketed(5, 300, 10)));
+        }
+        f.extended.push_back(Ok(bracketed(5, 9000, 4000)));
+        f.extended.push_back(Ok(bracketed(5, 310, 10)));
+        let mut r = reader(f, Method::Extended, TaiSource::None, 0);
+        for _ in 0..4 {
+            assert_eq!(r.sample().unwrap().offset_ns, 10);
+        }
+        let err = r.sample().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TRANSIENT);
+        assert!(err.to_string().contains("9000 ns"), "{err}");
+        assert_eq!(r.sample().unwrap().offset_ns, 10);
     }
 
     #[test]
