@@ -131,8 +131,9 @@ pub fn detect<D: PhcDevice>(
     };
 
     let mut skipped = Vec::new();
-    let candidates: Vec<Method> = match choice {
-        MethodChoice::Auto => {
+    let candidates: Vec<Method> = match forced(choice) {
+        Some(method) => vec![method],
+        None => {
             let mut m = Vec::with_capacity(3);
             if caps.cross_timestamping {
                 m.push(Method::Precise);
@@ -142,13 +143,14 @@ pub fn detect<D: PhcDevice>(
             m.extend([Method::Extended, Method::Standard]);
             m
         }
-        MethodChoice::Precise => vec![Method::Precise],
-        MethodChoice::Extended => vec![Method::Extended],
-        MethodChoice::Standard => vec![Method::Standard],
     };
 
+    // The device counts as gone only if the last method tried found it
+    // gone: ENODEV from PRECISE alone can mean just that the system
+    // clocksource cannot be cross-timestamped, and the next method works.
     let mut gone: Option<(Method, Errno)> = None;
     for method in candidates {
+        gone = None;
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
@@ -174,11 +176,8 @@ pub fn detect<D: PhcDevice>(
                     ErrnoClass::Retry | ErrnoClass::Denied => {
                         return Err(errno_error(label, method.request(), e, true));
                     }
-                    // ENODEV from PRECISE can mean only that the system
-                    // clocksource cannot be cross-timestamped: try the next
-                    // method; if the device is really gone, they fail too.
                     ErrnoClass::Gone => {
-                        gone.get_or_insert((method, e));
+                        gone = Some((method, e));
                         break e.to_string();
                     }
                     ErrnoClass::Unsupported | ErrnoClass::Other => break e.to_string(),
@@ -188,31 +187,31 @@ pub fn detect<D: PhcDevice>(
         skipped.push(format!("{}: {outcome}", method.name()));
     }
 
+    let label = label.to_owned();
     let detail = skipped.join("; ");
-    if let Some((method, errno)) = gone {
-        return Err(PhcError::Gone {
-            label: label.to_owned(),
+    Err(match (gone, forced(choice)) {
+        (Some((method, errno)), _) => PhcError::Gone {
+            label,
             op: method.request(),
             errno,
-        });
-    }
-    Err(match choice {
-        MethodChoice::Auto => PhcError::NoMethod {
-            label: label.to_owned(),
+        },
+        (None, Some(method)) => PhcError::MethodUnsupported {
+            label,
+            method: method.name(),
             detail,
         },
-        MethodChoice::Precise | MethodChoice::Extended | MethodChoice::Standard => {
-            PhcError::MethodUnsupported {
-                label: label.to_owned(),
-                method: match choice {
-                    MethodChoice::Precise => "precise",
-                    MethodChoice::Extended => "extended",
-                    _ => "standard",
-                },
-                detail,
-            }
-        }
+        (None, None) => PhcError::NoMethod { label, detail },
     })
+}
+
+/// The one method a `method` setting other than `auto` forces.
+pub fn forced(choice: MethodChoice) -> Option<Method> {
+    match choice {
+        MethodChoice::Auto => None,
+        MethodChoice::Precise => Some(Method::Precise),
+        MethodChoice::Extended => Some(Method::Extended),
+        MethodChoice::Standard => Some(Method::Standard),
+    }
 }
 
 /// The precision estimate (ns) and the smallest read delay (ns) from the
@@ -565,6 +564,15 @@ pub(crate) mod tests {
         f.extended.push_back(Ok(bracketed(5, 300, 2)));
         let d = detect(&mut f, L, MethodChoice::Auto, 5).unwrap();
         assert_eq!(d.method, Method::Extended);
+    }
+
+    #[test]
+    fn enodev_from_precise_then_other_failures_is_not_gone() {
+        let mut f = Fake::with_caps(true);
+        f.precise.push_back(Err(e(libc::ENODEV)));
+        let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FATAL, "{err}");
+        assert!(err.to_string().contains("precise: ENODEV"), "{err}");
     }
 
     #[test]
