@@ -15,14 +15,33 @@ use ntpd_plugin_api::{API_VERSION, ErrorKind, Leap, ReadMethod, TimeScale};
 use common::{host_bin, plugin_path};
 
 /// A fresh, empty directory for one test, on the target directory's file
-/// system (so libraries copied there can be mapped executable).
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("plugin_loading")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+/// system (so libraries copied there can be mapped executable). Removed when
+/// dropped; a loaded library stays mapped after its file is gone.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("plugin_loading")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Copies the simulated plugin to `dir/name` (a new file, so the dynamic
@@ -160,7 +179,7 @@ fn init_rejecting_its_config_is_a_one_line_configuration_error() {
 
 #[test]
 fn two_copies_of_a_plugin_are_two_independent_libraries() {
-    let dir = scratch("two-copies");
+    let dir = Scratch::new("two-copies");
     let a_path = sim_copy(&dir, "a.so");
     let b_path = sim_copy(&dir, "b.so");
     let a = load(&a_path).expect("load a");
@@ -233,7 +252,7 @@ fn libc_is_not_a_plugin() {
 
 #[test]
 fn non_elf_truncated_elf_missing_file_and_directory_are_refused() {
-    let dir = scratch("not-elf");
+    let dir = Scratch::new("not-elf");
     let text = dir.join("plugin.so");
     std::fs::write(&text, "#!/bin/sh\necho not a library\n").unwrap();
     std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -308,7 +327,7 @@ fn unknown_error_kinds_are_tolerated_and_skipped() {
 
 #[test]
 fn group_or_world_writable_plugin_is_refused_unless_allowed() {
-    let dir = scratch("insecure");
+    let dir = Scratch::new("insecure");
     let path = sim_copy(&dir, "writable.so");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     let error = load(&path).expect_err("mode 0666 must be refused");
@@ -350,7 +369,7 @@ fn owner_rules() {
 
     // Through the real loader when we may chown (running as root).
     if rustix::process::geteuid().is_root() {
-        let dir = scratch("owner");
+        let dir = Scratch::new("owner");
         let path = sim_copy(&dir, "foreign.so");
         std::os::unix::fs::chown(&path, Some(54321), None).expect("chown");
         let error = load(&path).expect_err("a file owned by uid 54321");
@@ -513,7 +532,7 @@ fn cli_human_output_ends_with_a_summary() {
 
 #[test]
 fn cli_config_from_a_file() {
-    let dir = scratch("config-file");
+    let dir = Scratch::new("config-file");
     let file = dir.join("sim.json");
     std::fs::write(
         &file,
@@ -571,7 +590,7 @@ fn cli_config_must_be_a_json_object() {
 
 #[test]
 fn cli_load_failures_are_one_line_on_stderr_and_exit_non_zero() {
-    let dir = scratch("cli-failures");
+    let dir = Scratch::new("cli-failures");
     let text = dir.join("text.so");
     std::fs::write(&text, "not a library\n").unwrap();
     let writable = sim_copy(&dir, "writable.so");
