@@ -54,22 +54,25 @@ pub struct PtpSource<D: PhcDevice = Phc> {
     capabilities: Capabilities,
 }
 
-/// Where the system's sysfs and device nodes are; tests point these
-/// elsewhere.
+/// Where the plugin looks clocks up: sysfs, device nodes and the ethtool
+/// query; tests point these elsewhere.
 #[derive(Clone, Copy, Debug)]
 pub struct Roots<'a> {
     /// sysfs mount point, normally `/sys`.
     pub sys: &'a Path,
     /// Device directory, normally `/dev`.
     pub dev: &'a Path,
+    /// An interface's PHC index, normally [`sys::ethtool_phc_index`].
+    pub phc_index: locate::PhcIndexFn,
 }
 
 impl Roots<'static> {
-    /// The real system: `/sys` and `/dev`.
+    /// The real system: `/sys`, `/dev` and the kernel's ethtool query.
     pub fn system() -> Self {
         Roots {
             sys: Path::new("/sys"),
             dev: Path::new("/dev"),
+            phc_index: |iface| sys::ethtool_phc_index(iface).map_err(Errno),
         }
     }
 }
@@ -118,7 +121,7 @@ impl<D: PhcDevice> PtpSource<D> {
 impl PtpSource<Phc> {
     /// Opens and detects the configured clock.
     pub fn open(config: &Config, roots: Roots<'_>) -> Result<Self, PhcError> {
-        let target = resolve(&config.locator, roots.sys, roots.dev)?;
+        let target = resolve(&config.locator, roots.sys, roots.dev, roots.phc_index)?;
         let label = target.label.clone();
 
         let tai = match config.timescale {
@@ -303,6 +306,7 @@ mod tests {
             Roots {
                 sys: &scratch.0,
                 dev: &scratch.0.join("dev"),
+                phc_index: |_| Err(Errno(libc::EOPNOTSUPP)),
             },
         )
     }

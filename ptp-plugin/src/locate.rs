@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::config::Locator;
+use crate::device::Errno;
 
 /// One entry of `/sys/class/ptp`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +126,7 @@ pub enum LocateError {
     /// The interface exists but has no PHC (yet: some drivers register the
     /// PHC a moment after the network device).
     #[error(
-        "network interface {iface} has no PTP hardware clock (/sys/class/net/{iface}/device/ptp is absent; `ethtool -T {iface}` shows its PHC index, if any)"
+        "network interface {iface} has no PTP hardware clock (neither ethtool's timestamping info nor /sys/class/net/{iface}/device/ptp shows one)"
     )]
     InterfaceWithoutPhc {
         /// The configured interface.
@@ -152,8 +153,52 @@ pub struct Target {
     pub label: String,
 }
 
-/// Resolves the configured clock to a device path.
-pub fn resolve(locator: &Locator, sys: &Path, dev: &Path) -> Result<Target, LocateError> {
+/// Asks the kernel for an interface's PHC index (`ETHTOOL_GET_TS_INFO`):
+/// `Some(n)` for `/dev/ptpN`, `None` for no PHC.
+pub type PhcIndexFn = fn(&str) -> Result<Option<u32>, Errno>;
+
+/// The `ptpN` under `/sys/class/net/IFACE/device/ptp/`, the lowest if
+/// several.
+fn sysfs_phc(sys: &Path, iface: &str) -> Result<String, LocateError> {
+    let net = sys.join("class/net").join(iface);
+    if !net.exists() {
+        return Err(LocateError::NoSuchInterface {
+            iface: iface.to_owned(),
+        });
+    }
+    let mut phcs: Vec<String> = fs::read_dir(net.join("device/ptp"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("ptp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    phcs.sort_by_key(|n| {
+        (
+            n.strip_prefix("ptp")
+                .and_then(|i| i.parse::<u64>().ok())
+                .unwrap_or(u64::MAX),
+            n.clone(),
+        )
+    });
+    phcs.into_iter()
+        .next()
+        .ok_or_else(|| LocateError::InterfaceWithoutPhc {
+            iface: iface.to_owned(),
+        })
+}
+
+/// Resolves the configured clock to a device path. An interface's PHC is
+/// taken from the ethtool query (authoritative: it also covers ports that
+/// share a PHC registered by another port) and from sysfs when the query
+/// finds none or cannot be made.
+pub fn resolve(
+    locator: &Locator,
+    sys: &Path,
+    dev: &Path,
+    phc_index: PhcIndexFn,
+) -> Result<Target, LocateError> {
     match locator {
         Locator::Device(path) => Ok(Target {
             path: PathBuf::from(path),
@@ -188,34 +233,16 @@ pub fn resolve(locator: &Locator, sys: &Path, dev: &Path) -> Result<Target, Loca
             }
         }
         Locator::Interface(iface) => {
-            let net = sys.join("class/net").join(iface);
-            if !net.exists() {
-                return Err(LocateError::NoSuchInterface {
-                    iface: iface.clone(),
-                });
-            }
-            let mut phcs: Vec<String> = fs::read_dir(net.join("device/ptp"))
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .filter(|n| n.starts_with("ptp"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            phcs.sort_by_key(|n| {
-                (
-                    n.strip_prefix("ptp")
-                        .and_then(|i| i.parse::<u64>().ok())
-                        .unwrap_or(u64::MAX),
-                    n.clone(),
-                )
-            });
-            let Some(first) = phcs.first() else {
-                return Err(LocateError::InterfaceWithoutPhc {
-                    iface: iface.clone(),
-                });
+            let name = match phc_index(iface) {
+                Ok(Some(n)) => format!("ptp{n}"),
+                Err(e) if e.0 == libc::ENODEV => {
+                    return Err(LocateError::NoSuchInterface {
+                        iface: iface.clone(),
+                    });
+                }
+                Ok(None) | Err(_) => sysfs_phc(sys, iface)?,
             };
-            let path = dev.join(first);
+            let path = dev.join(name);
             Ok(Target {
                 label: format!("{} (interface {iface})", path.display()),
                 path,
@@ -288,6 +315,7 @@ pub(crate) mod tests {
             &Locator::ClockName("ptp_kvm".into()),
             &s.0,
             Path::new("/dev"),
+            no_ethtool,
         )
         .unwrap();
         assert_eq!(t.path, PathBuf::from("/dev/ptp1"));
@@ -303,6 +331,7 @@ pub(crate) mod tests {
             &Locator::ClockName("ptp_kvm".into()),
             &s.0,
             Path::new("/dev"),
+            no_ethtool,
         )
         .unwrap_err();
         assert!(e.may_appear_later());
@@ -310,42 +339,99 @@ pub(crate) mod tests {
             e.to_string(),
             r#"no PTP clock is named "ptp_kvm" (PTP clocks in /sys/class/ptp: ptp0 "igb", ptp1 "igb")"#
         );
-        let e = resolve(&Locator::ClockName("igb".into()), &s.0, Path::new("/dev")).unwrap_err();
+        let e = resolve(
+            &Locator::ClockName("igb".into()),
+            &s.0,
+            Path::new("/dev"),
+            no_ethtool,
+        )
+        .unwrap_err();
         assert!(!e.may_appear_later());
         assert!(e.to_string().contains("ptp0, ptp1"), "{e}");
     }
 
+    fn no_ethtool(_: &str) -> Result<Option<u32>, Errno> {
+        Err(Errno(libc::EOPNOTSUPP))
+    }
+
+    fn ethtool_no_phc(_: &str) -> Result<Option<u32>, Errno> {
+        Ok(None)
+    }
+
+    fn ethtool_ptp7(_: &str) -> Result<Option<u32>, Errno> {
+        Ok(Some(7))
+    }
+
+    fn ethtool_enodev(_: &str) -> Result<Option<u32>, Errno> {
+        Err(Errno(libc::ENODEV))
+    }
+
+    fn iface(name: &str, s: &Scratch, ethtool: PhcIndexFn) -> Result<Target, LocateError> {
+        resolve(
+            &Locator::Interface(name.into()),
+            &s.0,
+            Path::new("/dev"),
+            ethtool,
+        )
+    }
+
     #[test]
-    fn interface_resolves_through_its_device() {
+    fn interface_resolves_through_sysfs_without_ethtool() {
         let s = Scratch::new();
         fs::create_dir_all(s.0.join("class/net/enp1s0/device/ptp/ptp3")).unwrap();
         fs::create_dir_all(s.0.join("class/net/virbr0")).unwrap();
-        let t = resolve(
-            &Locator::Interface("enp1s0".into()),
-            &s.0,
-            Path::new("/dev"),
-        )
-        .unwrap();
-        assert_eq!(t.path, PathBuf::from("/dev/ptp3"));
-        assert!(t.label.contains("interface enp1s0"));
-        let e = resolve(
-            &Locator::Interface("virbr0".into()),
-            &s.0,
-            Path::new("/dev"),
-        )
-        .unwrap_err();
+        for ethtool in [no_ethtool as PhcIndexFn, ethtool_no_phc] {
+            let t = iface("enp1s0", &s, ethtool).unwrap();
+            assert_eq!(t.path, PathBuf::from("/dev/ptp3"));
+            assert!(t.label.contains("interface enp1s0"));
+            let e = iface("virbr0", &s, ethtool).unwrap_err();
+            assert_eq!(
+                e,
+                LocateError::InterfaceWithoutPhc {
+                    iface: "virbr0".into()
+                }
+            );
+            assert!(
+                e.may_appear_later(),
+                "its driver may register the PHC later"
+            );
+            let e = iface("eth9", &s, ethtool).unwrap_err();
+            assert_eq!(
+                e,
+                LocateError::NoSuchInterface {
+                    iface: "eth9".into()
+                }
+            );
+            assert!(e.may_appear_later());
+        }
+    }
+
+    #[test]
+    fn ethtool_phc_index_wins_over_sysfs() {
+        // A port sharing the PHC another port registered: no device/ptp dir.
+        let s = Scratch::new();
+        fs::create_dir_all(s.0.join("class/net/ens2f1")).unwrap();
+        let t = iface("ens2f1", &s, ethtool_ptp7).unwrap();
+        assert_eq!(t.path, PathBuf::from("/dev/ptp7"));
+        let e = iface("ens2f1", &s, ethtool_enodev).unwrap_err();
         assert_eq!(
             e,
-            LocateError::InterfaceWithoutPhc {
-                iface: "virbr0".into()
+            LocateError::NoSuchInterface {
+                iface: "ens2f1".into()
             }
         );
-        assert!(
-            e.may_appear_later(),
-            "its driver may register the PHC later"
-        );
-        let e = resolve(&Locator::Interface("eth9".into()), &s.0, Path::new("/dev")).unwrap_err();
-        assert!(e.may_appear_later());
+    }
+
+    #[test]
+    fn real_loopback_has_no_phc() {
+        let e = resolve(
+            &Locator::Interface("lo".into()),
+            Path::new("/sys"),
+            Path::new("/dev"),
+            |i| crate::sys::ethtool_phc_index(i).map_err(Errno),
+        )
+        .unwrap_err();
+        assert_eq!(e, LocateError::InterfaceWithoutPhc { iface: "lo".into() });
     }
 
     #[test]
@@ -354,6 +440,7 @@ pub(crate) mod tests {
             &Locator::Device("/dev/ptp_kvm".into()),
             Path::new("/nonexistent"),
             Path::new("/dev"),
+            no_ethtool,
         )
         .unwrap();
         assert_eq!(t.path, PathBuf::from("/dev/ptp_kvm"));

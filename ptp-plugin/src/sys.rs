@@ -1,5 +1,6 @@
 //! Every line of `unsafe` in this crate: the PHC ioctls on our own file
-//! descriptor and a read-only `adjtimex`.
+//! descriptor, the ethtool query for an interface's PHC index, and a
+//! read-only `adjtimex`.
 //!
 //! ptp-time 0.1.0 supplies the kernel's struct types (`ptp_clock_caps`,
 //! `ptp_sys_offset`, `ptp_sys_offset_extended`, `ptp_sys_offset_precise`),
@@ -15,8 +16,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -170,6 +171,67 @@ pub fn kernel_tai_offset() -> Result<i32, i32> {
     Ok(tx.tai)
 }
 
+/// `SIOCETHTOOL`, the ethtool ioctl on a socket.
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
+/// `ETHTOOL_GET_TS_INFO`: timestamping capabilities and PHC index.
+const ETHTOOL_GET_TS_INFO: u32 = 0x41;
+
+/// `struct ethtool_ts_info` from `linux/ethtool.h` (44 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolTsInfo {
+    cmd: u32,
+    so_timestamping: u32,
+    phc_index: i32,
+    tx_types: u32,
+    tx_reserved: [u32; 3],
+    rx_filters: u32,
+    rx_reserved: [u32; 3],
+}
+
+// The kernel copies exactly its own struct's size into ours.
+const _: () = assert!(size_of::<EthtoolTsInfo>() == 44);
+
+/// The PHC index of network interface `iface` by `ETHTOOL_GET_TS_INFO`
+/// (a query any user may make): `Some(n)` for `/dev/ptpN`, `None` when the
+/// driver reports no PHC. The interface name must be shorter than
+/// `IFNAMSIZ` and contain no NUL (else EINVAL).
+pub fn ethtool_phc_index(iface: &str) -> Result<Option<u32>, i32> {
+    let name = iface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: socket() takes no pointers; the result is checked below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: `raw` is a descriptor socket() just returned and nothing else
+    // owns; the OwnedFd closes it when this function returns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    let mut info = EthtoolTsInfo {
+        cmd: ETHTOOL_GET_TS_INFO,
+        ..Default::default()
+    };
+    // SAFETY: `ifreq` is a plain C struct of integers, arrays and a union
+    // of integers and pointers, for which all-zero bytes are valid.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolTsInfo).cast();
+    // SAFETY: `req` holds a NUL-terminated name (zeroed, name shorter than
+    // IFNAMSIZ) and points `ifru_data` at `info`, a live, initialised
+    // `ethtool_ts_info` of the size the kernel copies for this command;
+    // both outlive the call and the kernel keeps no pointer afterwards.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req as *mut libc::ifreq) };
+    if rc != 0 {
+        return Err(last_errno());
+    }
+    Ok(u32::try_from(info.phc_index).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +260,21 @@ mod tests {
     fn opening_a_missing_path_is_enoent() {
         let err = Phc::open(Path::new("/dev/ptp-ntpd-host-test-missing")).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn ethtool_reports_no_phc_for_loopback() {
+        // The kernel's default timestamping info: software only, index -1.
+        assert_eq!(ethtool_phc_index("lo"), Ok(None));
+    }
+
+    #[test]
+    fn ethtool_on_a_missing_interface_is_enodev() {
+        assert_eq!(ethtool_phc_index("ntpdtest9"), Err(libc::ENODEV));
+        assert_eq!(
+            ethtool_phc_index("a-name-longer-than-15"),
+            Err(libc::EINVAL)
+        );
     }
 
     #[test]
