@@ -540,6 +540,33 @@ mod tests {
         );
     }
 
+    /// Descriptors of this process open on `path`.
+    fn fds_on(path: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| std::fs::read_link(e.path()).ok().as_deref() == Some(path))
+            .count()
+    }
+
+    #[test]
+    fn descriptors_are_closed_on_drop_and_on_failed_init() {
+        let s = Scratch::new();
+        let file = s.0.join("not-a-phc");
+        std::fs::write(&file, b"").unwrap();
+        let phc = Phc::open(&file).unwrap();
+        assert_eq!(fds_on(&file), 1);
+        drop(phc);
+        assert_eq!(fds_on(&file), 0);
+        // init opens it, finds it is no PHC, and must not leak the fd.
+        let json = format!(r#"{{"device": "{}"}}"#, file.display());
+        assert_eq!(
+            open_in(&json, &s).err().unwrap().kind(),
+            ErrorKind::CONFIGURATION
+        );
+        assert_eq!(fds_on(&file), 0);
+    }
+
     #[test]
     fn info_names_the_plugin() {
         assert_eq!(PtpPlugin::info().name, "ptp");
