@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use abi_stable::library::{RootModule, lib_header_from_path};
+use abi_stable::library::lib_header_from_path;
 use ntpd_plugin_api::{API_VERSION, ErrorKind, InitRequest, PluginModuleRef};
 
 /// The cdylib cargo built next to this test binary (`target/<profile>/deps`).
