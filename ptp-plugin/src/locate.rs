@@ -96,6 +96,52 @@ pub fn clock_for_rdev(clocks: &[ClockEntry], rdev: u64) -> Option<&ClockEntry> {
     clocks.iter().find(|c| c.dev == Some(dev))
 }
 
+/// The udev link names systemd gives virtual PHCs, accepted as aliases of
+/// their drivers' clock names (`ptp_kvm` reports "KVM virtual PTP").
+pub const CLOCK_NAME_ALIASES: &[(&str, &str)] =
+    &[("ptp_kvm", "KVM virtual PTP"), ("ptp_hyperv", "hyperv")];
+
+/// Whether a configured `clock-name` selects a clock whose sysfs
+/// `clock_name` is `clock`: equal, equal through an alias, or matching as a
+/// pattern in which `*` stands for any run of characters and `?` for one
+/// (as in udev rules, e.g. `ena-ptp-*`).
+pub fn clock_name_matches(pattern: &str, clock: &str) -> bool {
+    if CLOCK_NAME_ALIASES
+        .iter()
+        .any(|(alias, real)| *alias == pattern && *real == clock)
+    {
+        return true;
+    }
+    glob(pattern.as_bytes(), clock.as_bytes())
+}
+
+/// Wildcard match with `*` and `?`, linear-time with one backtrack point.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 /// Why the configured clock could not be found.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum LocateError {
@@ -208,7 +254,11 @@ pub fn resolve(
             let clocks = list_clocks(sys);
             let matches: Vec<&ClockEntry> = clocks
                 .iter()
-                .filter(|c| c.clock_name.as_deref() == Some(name.as_str()))
+                .filter(|c| {
+                    c.clock_name
+                        .as_deref()
+                        .is_some_and(|clock| clock_name_matches(name, clock))
+                })
                 .collect();
             match matches.as_slice() {
                 [] => Err(LocateError::NoSuchClockName {
@@ -320,6 +370,58 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(t.path, PathBuf::from("/dev/ptp1"));
         assert!(t.label.contains("/dev/ptp1") && t.label.contains("ptp_kvm"));
+    }
+
+    #[test]
+    fn clock_name_patterns_and_aliases() {
+        assert!(clock_name_matches("igb", "igb"));
+        assert!(!clock_name_matches("igb", "igb2"));
+        assert!(!clock_name_matches("ig", "igb"));
+        assert!(clock_name_matches("ena-ptp-*", "ena-ptp-05"));
+        assert!(!clock_name_matches("ena-ptp-*", "ptp-ena-05"));
+        assert!(clock_name_matches("*", ""));
+        assert!(clock_name_matches("e?a-*-0*5", "ena-ptp-05"));
+        assert!(
+            !clock_name_matches("*ptp*", "KVM virtual PTP"),
+            "case matters"
+        );
+        assert!(clock_name_matches("*PTP", "KVM virtual PTP"));
+        assert!(clock_name_matches("ptp_kvm", "KVM virtual PTP"));
+        assert!(clock_name_matches("ptp_hyperv", "hyperv"));
+        assert!(!clock_name_matches("ptp_kvm", "hyperv"));
+        assert!(clock_name_matches("a*b*c", "aXXbYYbZc"));
+        assert!(!clock_name_matches("a*b*c", "aXXbYYbZ"));
+    }
+
+    #[test]
+    fn ptp_kvm_alias_and_ena_pattern_resolve() {
+        let s = Scratch::new();
+        s.clock("ptp0", "KVM virtual PTP", "246:0");
+        s.clock("ptp1", "ena-ptp-05", "246:1");
+        let t = resolve(
+            &Locator::ClockName("ptp_kvm".into()),
+            &s.0,
+            Path::new("/dev"),
+            no_ethtool,
+        )
+        .unwrap();
+        assert_eq!(t.path, PathBuf::from("/dev/ptp0"));
+        let t = resolve(
+            &Locator::ClockName("ena-ptp-*".into()),
+            &s.0,
+            Path::new("/dev"),
+            no_ethtool,
+        )
+        .unwrap();
+        assert_eq!(t.path, PathBuf::from("/dev/ptp1"));
+        let e = resolve(
+            &Locator::ClockName("*".into()),
+            &s.0,
+            Path::new("/dev"),
+            no_ethtool,
+        )
+        .unwrap_err();
+        assert!(matches!(e, LocateError::AmbiguousClockName { .. }), "{e}");
     }
 
     #[test]
