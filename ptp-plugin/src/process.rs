@@ -513,6 +513,60 @@ mod tests {
         assert!(verdicts[first_ok..].iter().all(|ok| *ok));
     }
 
+    /// A small deterministic generator (xorshift64*), so the property test
+    /// below needs no dependency and always sees the same cases.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> i64 {
+            (self.next() % n) as i64
+        }
+    }
+
+    #[test]
+    fn the_truth_always_lies_within_the_error_bound() {
+        // Random batches: the PHC is read `pre` ns after the first system
+        // read and `post` ns before the second, with occasional long
+        // disturbances on either side, true offsets up to +-40 s (TAI and
+        // negative ones included) and brackets across second boundaries.
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..20_000 {
+            let truth = rng.below(80 * NS_PER_S as u64) - 40 * NS_PER_S;
+            let n = 1 + rng.below(25) as usize;
+            let mut t = T0 + rng.below(NS_PER_S as u64);
+            let mut readings = Vec::with_capacity(n);
+            for _ in 0..n {
+                let disturbed = |rng: &mut Rng| {
+                    if rng.below(8) == 0 {
+                        rng.below(20_000)
+                    } else {
+                        rng.below(300)
+                    }
+                };
+                let pre = 20 + disturbed(&mut rng);
+                let post = 20 + disturbed(&mut rng);
+                readings.push(br(t, t + pre + truth, t + pre + post));
+                t += pre + post + rng.below(1000);
+            }
+            let m = process(&RawBatch::Bracketed(readings)).unwrap();
+            let miss = (m.offset_ns - truth).unsigned_abs();
+            assert!(
+                miss <= m.error_ns,
+                "case {case}: offset {} truth {truth} error bound {}",
+                m.offset_ns,
+                m.error_ns
+            );
+            assert!(m.readings >= 1 && m.readings as usize <= n);
+        }
+    }
+
     #[test]
     fn far_off_phc_reports_instead_of_overflowing() {
         // An unset NIC PHC at 1970 + 5 s while the system is in 2025.
