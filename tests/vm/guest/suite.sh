@@ -31,6 +31,7 @@ B_PL_PRECISE=2         # plugin |offset - truth|, precise, ns
 B_PL_EXTENDED=300      # plugin |offset - truth|, extended (10 readings), ns
 B_PL_STANDARD=300      # plugin |offset - truth|, standard (10 readings), ns
 B_PL_IGB=1000          # |plugin - phc_check| on the igb PHC, ns
+B_PL_DROPS=3           # samples of 20 the plugin may drop as "disturbed" (transient)
 
 CHECKS="testclock_all_paths testclock_no_precise testclock_basic_only
 testclock_drift testclock_adjfine_apart testclock_adjtime_step
@@ -284,7 +285,9 @@ probe_stats() {
 }
 
 # plugin_measure CONFIG METHOD BOUND [COUNT]: the plugin picks METHOD and every
-# sample is within its own error bound (+ B_TRUTH) and within BOUND of the truth
+# sample is within its own error bound (+ B_TRUTH) and within BOUND of the truth;
+# at most B_PL_DROPS samples are dropped, each as a transient error (the
+# plugin drops a batch whose best read delay is far over the recent typical)
 plugin_measure() {
 	local cfg=$1 want=$2 bound=$3 count=${4:-20} t1 t2 m
 	t1=$(truth)
@@ -295,8 +298,11 @@ plugin_measure() {
 	set -- $(probe_stats "$t1")
 	DETAIL="$DETAIL $cfg: method=$m (want $want) n=$1 errors=$2 mean=$3 sd=$4 max|err|=$5 (bound $bound) max(|err|-error-ns)=$6 (bound $B_TRUTH) max error-ns=$7;"
 	[ $rc = 0 ] || DETAIL="$DETAIL probe exit $rc: $(tail -n 1 /tmp/probe.err);"
-	[ $rc = 0 ] && [ "$m" = "$want" ] && [ "$1" = "$count" ] && [ "$2" = 0 ] &&
-		le "$5" "$bound" && le "$6" $B_TRUTH && le "$((t2 - t1))" $B_TRUTH && le "$((t1 - t2))" $B_TRUTH
+	grep '"type":"error"' /tmp/probe.out | head -n 5 | sed 's/^/# probe error: /'
+	local other
+	other=$(grep '"type":"error"' /tmp/probe.out | grep -vc '"kind":"transient"')
+	[ $rc = 0 ] && [ "$m" = "$want" ] && [ $(($1 + $2)) = "$count" ] && [ "$2" -le $B_PL_DROPS ] &&
+		[ "$other" = 0 ] && le "$5" "$bound" && le "$6" $B_TRUTH && le "$((t2 - t1))" $B_TRUTH && le "$((t1 - t2))" $B_TRUTH
 }
 
 check_plugin_all_callbacks() {
