@@ -8,7 +8,9 @@
 //! type, so a second plugin file would silently return the first.
 
 use std::fmt;
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -148,8 +150,14 @@ pub struct LoadOptions {
 
 /// Loads the plugin library at `path`, checking it first.
 pub fn load(path: &Path, options: LoadOptions) -> Result<Plugin, LoadError> {
-    check_file(path, options)?;
-    let header = lib_header_from_path(path).map_err(|e| library_error(path, None, e))?;
+    let file = open_checked(path, options)?;
+    // Hand the loader the very file that was checked, not the path again:
+    // the path could be swapped between the check and the load. The
+    // descriptor stays open for the life of the process (the library is never
+    // unloaded either), so its /proc/self/fd name is never reused: the
+    // dynamic loader recognises libraries by that name.
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.into_raw_fd()));
+    let header = lib_header_from_path(&fd_path).map_err(|e| library_error(path, None, e))?;
     let plugin_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<PluginModuleRef>()
@@ -163,8 +171,14 @@ pub fn load(path: &Path, options: LoadOptions) -> Result<Plugin, LoadError> {
 }
 
 /// The checks made before a file is handed to the dynamic loader (which runs
-/// the library's initialisers).
+/// the library's initialisers): a regular ELF file that only root or the
+/// current user can change (unless `allow_insecure`).
 pub fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
+    open_checked(path, options).map(drop)
+}
+
+/// Opens `path` and makes [`check_file`]'s checks on the open file.
+fn open_checked(path: &Path, options: LoadOptions) -> Result<File, LoadError> {
     let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             LoadError::NotFound {
@@ -177,14 +191,14 @@ pub fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
             }
         }
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let mut file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(LoadError::NotRegular {
             path: path.to_owned(),
         });
     }
     let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(io)?;
     if file.read_exact(&mut magic).is_err() || magic != *b"\x7fELF" {
         return Err(LoadError::NotElf {
             path: path.to_owned(),
@@ -199,7 +213,7 @@ pub fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
             });
         }
     }
-    Ok(())
+    Ok(file)
 }
 
 /// Why a file with this owner and mode must not be loaded by user `me`, or
