@@ -52,7 +52,11 @@ pub struct WorkerSpec {
 
 /// One line from a worker to the supervisor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+#[serde(
+    tag = "event",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum Event {
     /// The library is loaded.
     Loaded {

@@ -272,7 +272,7 @@ impl Source for SimSource {
                 "simulated clock disappeared at sample {n} (unavailable-at)"
             )));
         }
-        if c.error_every.is_some_and(|every| n % every == 0) {
+        if c.error_every.is_some_and(|every| n.is_multiple_of(every)) {
             return Err(PluginError::new(
                 self.error_kind,
                 format!("simulated error at sample {n} (error-every)"),
