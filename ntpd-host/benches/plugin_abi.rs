@@ -232,7 +232,7 @@ fn main() {
         size_line(&common::plugin_path("ntpd_ptp"));
     } else {
         println!(
-            "  libntpd_ptp.so       not built (the workspace has no buildable ntpd-ptp-plugin)"
+            "  libntpd_ptp.so       not built (the workspace has no buildable ptp-plugin)"
         );
     }
 }

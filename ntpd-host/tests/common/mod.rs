@@ -23,7 +23,7 @@ const REQUIRED: &[&str] = &[
 ];
 
 /// The PTP plugin package, built as well when the workspace has it.
-const PTP_PACKAGE: &str = "ntpd-ptp-plugin";
+const PTP_PACKAGE: &str = "ptp-plugin";
 
 /// The library name (`lib<name>.so`) of the PTP plugin.
 const PTP_LIB: &str = "ntpd_ptp";
