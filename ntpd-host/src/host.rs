@@ -207,7 +207,11 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
     );
 
     let mut daemon = tokio::process::Command::new(&exe);
-    daemon.arg0("ntp-daemon").arg("-c").arg(&derived_path);
+    daemon
+        .arg0("ntp-daemon")
+        .arg("-c")
+        .arg(&derived_path)
+        .env(supervisor::PARENT_ENV, std::process::id().to_string());
     if let Some(level) = &args.log_level {
         daemon.arg("-l").arg(level);
     }

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ntpd_host::config::{DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR};
 use ntpd_host::host::{self, HostArgs};
 use ntpd_host::probe::{self, ProbeArgs};
+use ntpd_host::supervisor::PARENT_ENV;
 use ntpd_host::worker;
 
 /// ntpd-rs with plugin time sources (PTP hardware clocks and more).
@@ -158,9 +159,18 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-/// Dies with the parent: a child of the host must not outlive it.
+/// Dies with the parent: a child of the host must not outlive it. The host
+/// names itself in [`PARENT_ENV`]; if it is already gone by the time the
+/// death signal is armed, exit now.
 fn die_with_parent() {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+    let expected = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if expected.is_some() && parent != expected {
+        std::process::exit(1);
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

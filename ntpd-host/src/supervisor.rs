@@ -18,6 +18,10 @@ use crate::backoff::Backoff;
 use crate::config::PluginSource;
 use crate::worker::{self, Event, WorkerSpec};
 
+/// Environment variable in which the host passes its pid to its children,
+/// so a child that starts after the host died can tell.
+pub const PARENT_ENV: &str = "NTPD_HOST_PARENT_PID";
+
 /// Plugin identity as a worker reported it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -204,6 +208,7 @@ fn spawn_worker(opts: &Options, spec: &WorkerSpec) -> std::io::Result<Child> {
             serde_json::to_string(spec).expect("spec serializes"),
         )
         .env("NTPD_HOST_LOG", &opts.log_filter)
+        .env(PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
