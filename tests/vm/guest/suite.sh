@@ -18,19 +18,19 @@ PTP_SO=/opt/ntpd-host/lib/libntpd_ptp.so
 OFF=123456789          # the test clock's offset for the read-path checks, ns
 
 # ---- bounds (measured under qemu TCG; see README) ----
-B_PRECISE=1            # |measured - truth|, PRECISE via phc_check: exact
-B_EXTENDED=2000        # |measured - truth|, EXTENDED 5 readings, ns
-B_BASIC=2000           # |measured - truth|, basic PTP_SYS_OFFSET 5 readings, ns
-B_GETTIME=20000        # |measured - truth|, clock_gettime bracket, ns
+B_PRECISE=2            # |measured - truth|, PRECISE via phc_check: exact (+ truth wobble)
+B_EXTENDED=400         # |measured - truth|, EXTENDED 5 readings, ns
+B_BASIC=400            # |measured - truth|, basic PTP_SYS_OFFSET 5 readings, ns
+B_GETTIME=500          # |measured - truth|, clock_gettime bracket, ns
 B_DRIFT_PPB=200        # |measured drift - set drift|, ppb
-B_STEP=20000           # |truth change - adjtime step|, ns
-B_IGB=2000000          # |igb PHC - guest clock| right after link up, ns
-B_IGB_SD=5000          # sd of the igb offset over 20 readings, ns
+B_STEP=10              # |truth change - adjtime step|, ns
+B_IGB=1000000          # |igb PHC - guest clock| after link up, ns (driver sets it from CLOCK_REALTIME)
+B_IGB_SD=1000          # sd of the igb offset over 20 readings, ns
 B_TRUTH=2              # wobble of true_offset_ns itself (REALTIME vs RAW rounding), ns
 B_PL_PRECISE=2         # plugin |offset - truth|, precise, ns
-B_PL_EXTENDED=300      # plugin |offset - truth|, extended (10 readings), ns
-B_PL_STANDARD=300      # plugin |offset - truth|, standard (10 readings), ns
-B_PL_IGB=1000          # |plugin - phc_check| on the igb PHC, ns
+B_PL_EXTENDED=400      # plugin |offset - truth|, extended (10 readings), ns
+B_PL_STANDARD=400      # plugin |offset - truth|, standard (10 readings), ns
+B_PL_IGB=500           # |plugin - phc_check| on the igb PHC, ns (+ half its drift)
 B_PL_DROPS=3           # samples of 20 the plugin may drop as "disturbed" (transient)
 
 CHECKS="testclock_all_paths testclock_no_precise testclock_basic_only
@@ -363,22 +363,27 @@ check_plugin_clock_name_renumber() {
 	[ "$DEV" != "$old" ] && [ $rc = 0 ]
 }
 
-# the igb PHC through the plugin, by interface, against phc_check right after
+# the igb PHC through the plugin, by interface, against phc_check before and
+# after (the igb clock wanders against the guest clock by up to ~1 us when the
+# host is busy: the bound widens by half of what phc_check saw it move)
 check_plugin_igb() {
 	ip link set eth0 up 2>/dev/null
-	local m ref
+	local p dev m r1 r2
+	for p in /sys/bus/pci/drivers/igb/*/ptp/ptp*; do [ -d "$p" ] && dev=/dev/${p##*/}; done
+	[ -n "$dev" ] || { DETAIL="no igb PHC"; return 1; }
+	set -- $(phc_check "$dev" extended 10 5 50 | stats 0); r1=$3
 	probe '{"interface": "eth0"}' 20 0.05 || { DETAIL="probe failed: $(tail -n 1 /tmp/probe.err)"; return 1; }
+	set -- $(phc_check "$dev" extended 10 5 50 | stats 0); r2=$3
 	m=$(probe_method)
+	local got
+	got=$(grep '"type":"capabilities"' /tmp/probe.out | sed -n 's/.*"device":"\([^"]*\)".*/\1/p')
 	set -- $(probe_stats 0)
-	local n=$1 errs=$2 mean=$3 sd=$4
-	local dev
-	dev=$(grep '"type":"capabilities"' /tmp/probe.out | sed -n 's/.*"device":"\([^"]*\)".*/\1/p')
-	ref=$(phc_check "$dev" extended 10 20 50 | stats 0)
-	set -- $ref
-	local d
-	d=$(awk -v a="$mean" -v b="$3" 'BEGIN { d = a - b; print d < 0 ? -d : d }')
-	DETAIL="$dev method=$m n=$n errors=$errs mean offset=$mean sd=$sd; phc_check mean=$3 sd=$4; |diff|=$d (bound $B_PL_IGB)"
-	[ "$m" = extended ] && [ "$n" = 20 ] && [ "$errs" = 0 ] && le "$d" $B_PL_IGB
+	local n=$1 errs=$2 mean=$3 sd=$4 maxerr=$7 d bound
+	d=$(awk -v a="$mean" -v b="$r1" -v c="$r2" 'BEGIN { d = a - (b + c) / 2; print d < 0 ? -d : d }')
+	bound=$(awk -v b="$r1" -v c="$r2" -v k=$B_PL_IGB 'BEGIN { d = (b - c) / 2; print k + (d < 0 ? -d : d) }')
+	DETAIL="$got (want $dev) method=$m n=$n errors=$errs mean offset=$mean sd=$sd max error-ns=$maxerr; phc_check before $r1 after $r2; |plugin - phc_check|=$d (bound $bound)"
+	[ "$got" = "$dev" ] && [ "$m" = extended ] && [ $((n + errs)) = 20 ] && [ "$errs" -le $B_PL_DROPS ] &&
+		le "$d" "$bound" && le "$sd" $B_IGB_SD
 }
 
 # a burst of read failures while the probe samples: those samples fail with
@@ -399,7 +404,7 @@ plugin_burst() { # ERRNO KIND
 	last=$(grep -E '"type":"(sample|error)"' /tmp/probe.out | tail -n 5 | grep -c '"type":"sample"')
 	set -- $(probe_stats "$t")
 	DETAIL="errno $errno for 1000 ms during 40 samples 100 ms apart: $1 samples ok, $2 failed ($kinds, want $want); last 5 ok: $last; max|err|=$5 (bound $B_PL_EXTENDED); probe exit $rc"
-	[ "$2" -ge 5 ] && [ "$2" -le 12 ] && [ $(($1 + $2)) = 40 ] && [ "$last" = 5 ] &&
+	[ "$2" -ge 8 ] && [ "$2" -le 12 ] && [ $(($1 + $2)) = 40 ] && [ "$last" = 5 ] &&
 		le "$5" $B_PL_EXTENDED && [ "$(echo "$kinds" | tr -d ' 0-9')" = "$want" ]
 }
 
@@ -420,6 +425,20 @@ check_plugin_tai_and_offset() {
 	DETAIL="$DETAIL tai with offset=+2 us: n=$1 errors=$2 max|err|=$5 (bound $B_PL_PRECISE)"
 	[ "$1" = 10 ] && le "$5" $B_PL_PRECISE || ok=1
 	return $ok
+}
+
+# ---- diagnostics: run only when named (NTPD_HOST_VM_CHECKS), never counted as coverage ----
+
+# how the igb PHC's offset from the guest clock wanders: 40 x 0.5 s
+check_diag_igb_wander() {
+	local p dev i
+	for p in /sys/bus/pci/drivers/igb/*/ptp/ptp*; do [ -d "$p" ] && dev=/dev/${p##*/}; done
+	ip link set eth0 up 2>/dev/null
+	for i in $(seq 40); do
+		note "igb $(phc_check clocks | cut -d' ' -f1) $(phc_check "$dev" extended 10 1)"
+		sleep 0.5
+	done
+	DETAIL="diagnostic only"
 }
 
 # ---- main ----
