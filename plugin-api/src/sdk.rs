@@ -295,3 +295,127 @@ pub fn realtime_now_ns() -> i64 {
         Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Leap, ReadMethod, TimeScale};
+
+    struct Panicky;
+
+    impl Source for Panicky {
+        fn capabilities(&self) -> Result<Capabilities, PluginError> {
+            panic!("caps boom");
+        }
+        fn sample(&mut self) -> Result<Sample, PluginError> {
+            panic!("sample boom {}", 42);
+        }
+    }
+
+    struct Fine(i64);
+
+    impl Source for Fine {
+        fn capabilities(&self) -> Result<Capabilities, PluginError> {
+            Ok(Capabilities::new(
+                ReadMethod::PRECISE,
+                TimeScale::TAI,
+                5,
+                "fine",
+            ))
+        }
+        fn sample(&mut self) -> Result<Sample, PluginError> {
+            self.0 += 1;
+            if self.0 == 2 {
+                return Err(PluginError::transient("second fails"));
+            }
+            Ok(Sample::new(realtime_now_ns(), self.0, 1))
+        }
+    }
+
+    #[test]
+    fn panics_become_panicked_errors_naming_the_entry_point() {
+        let mut s = boxed_source(Panicky);
+        let e = s.sample().into_result().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PANICKED);
+        assert!(
+            e.message.contains("sample()") && e.message.contains("sample boom 42"),
+            "{e}"
+        );
+        let e = s.capabilities().into_result().unwrap_err();
+        assert!(
+            e.message.contains("capabilities()") && e.message.contains("caps boom"),
+            "{e}"
+        );
+        // The source is still usable after a caught panic.
+        assert_eq!(
+            s.sample().into_result().unwrap_err().kind,
+            ErrorKind::PANICKED
+        );
+    }
+
+    #[test]
+    fn results_and_errors_cross_unchanged() {
+        let mut s = boxed_source(Fine(0));
+        assert_eq!(s.sample().into_result().unwrap().offset_ns, 1);
+        assert_eq!(
+            s.sample().into_result().unwrap_err(),
+            PluginError::transient("second fails")
+        );
+        assert_eq!(s.sample().into_result().unwrap().offset_ns, 3);
+        let caps = s.capabilities().into_result().unwrap();
+        assert_eq!(
+            (caps.method, caps.timescale, caps.precision_ns),
+            (ReadMethod::PRECISE, TimeScale::TAI, 5)
+        );
+        assert_eq!((caps.min_poll_log2, caps.max_poll_log2), (-1, 6));
+    }
+
+    #[test]
+    fn open_enums_tolerate_unknown_values() {
+        assert_eq!(ErrorKind(99).to_string(), "unknown(99)");
+        assert_eq!(ErrorKind(99).known_name(), None);
+        assert_eq!(
+            ErrorKind::from_name("unavailable"),
+            Some(ErrorKind::UNAVAILABLE)
+        );
+        assert_eq!(
+            ReadMethod::from_name("standard"),
+            Some(ReadMethod::STANDARD)
+        );
+        assert_eq!(Leap::from_name("bogus"), None);
+        for k in ErrorKind::KNOWN {
+            assert_eq!(ErrorKind::from_name(&k.to_string()), Some(*k));
+        }
+        // Numbering is part of the wire contract.
+        assert_eq!(
+            (
+                Leap::NONE.0,
+                Leap::INSERT.0,
+                Leap::DELETE.0,
+                Leap::UNKNOWN.0
+            ),
+            (0, 1, 2, 3)
+        );
+        assert_eq!((ErrorKind::TRANSIENT.0, ErrorKind::PANICKED.0), (1, 5));
+    }
+
+    #[test]
+    fn config_errors_are_configuration_errors_naming_the_key() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        #[allow(dead_code)]
+        struct C {
+            poll_me: u32,
+        }
+        let e = InitContext::new(r#"{"pol-me": 1}"#, "h")
+            .config::<C>()
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::CONFIGURATION);
+        assert!(e.message.contains("pol-me"), "{e}");
+        let ok: C = InitContext::new(r#"{"poll-me": 3}"#, "h").config().unwrap();
+        assert_eq!(ok.poll_me, 3);
+        // An empty config is an empty object.
+        let e = InitContext::new("", "h").config::<C>().unwrap_err();
+        assert!(e.message.contains("poll-me"), "{e}");
+    }
+}
