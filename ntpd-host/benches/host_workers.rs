@@ -118,6 +118,17 @@ impl Bridge {
         }
     }
 
+    /// Drains every receiver for `secs`, returning the datagrams received.
+    fn receive_for(&self, secs: u64) -> usize {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let mut n = 0;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+            n += self.drain();
+        }
+        n
+    }
+
     fn drain(&self) -> usize {
         let mut n = 0;
         let mut buf = [0u8; 64];
@@ -159,8 +170,7 @@ fn one_source(secs: u64) {
     bridge.drain();
     let w = workers[0];
     let (w0, s0) = (cpu_ns(w), cpu_ns(sup));
-    std::thread::sleep(Duration::from_secs(secs));
-    let delivered = bridge.drain();
+    let delivered = bridge.receive_for(secs);
     let (w1, s1) = (cpu_ns(w), cpu_ns(sup));
     println!("one sim source, poll-interval -1, {secs} s, {delivered} datagrams received");
     println!(
@@ -184,8 +194,7 @@ fn sixteen_sources(secs: u64) {
     let total = |ws: &[u32]| cpu_ns(sup) + ws.iter().map(|w| cpu_ns(*w)).sum::<u64>();
     let c0 = total(&workers);
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    let delivered = bridge.drain();
+    let delivered = bridge.receive_for(secs);
     let c1 = total(&workers);
     let wall = t0.elapsed().as_secs_f64();
     let rss: u64 = rss_kib(sup) + workers.iter().map(|w| rss_kib(*w)).sum::<u64>();
