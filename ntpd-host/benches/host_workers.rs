@@ -61,22 +61,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            if after.split(' ').nth(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 struct Bridge {
     child: Child,
     _receivers: Vec<UnixDatagram>,
@@ -154,7 +138,7 @@ impl Drop for Bridge {
 fn wait_workers(pid: u32, n: usize) -> Vec<u32> {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        let w = children_of(pid);
+        let w = common::children_of(pid);
         if w.len() == n || Instant::now() > until {
             return w;
         }

@@ -133,21 +133,10 @@ fn terminate(pid: i32) {
 
 /// Processes whose parent is `pid`.
 fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-            // Field 4 (after the parenthesised command) is the parent pid.
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let ppid: i32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-            if ppid == pid {
-                out.push(p);
-            }
-        }
-    }
-    out
+    common::children_of(pid as u32)
+        .into_iter()
+        .map(|p| p as i32)
+        .collect()
 }
 
 fn alive(pid: i32) -> bool {

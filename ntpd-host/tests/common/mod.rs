@@ -201,3 +201,21 @@ pub fn has_ptp_plugin() -> bool {
 pub fn host_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ntpd-host"))
 }
+
+/// Processes whose parent is `pid` (from `/proc/*/stat`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            // After the parenthesised command: state, then the parent pid.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            if after.split(' ').nth(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
