@@ -31,6 +31,7 @@ B_PL_PRECISE=2         # plugin |offset - truth|, precise, ns
 B_PL_EXTENDED=400      # plugin |offset - truth|, extended (10 readings), ns
 B_PL_STANDARD=400      # plugin |offset - truth|, standard (10 readings), ns
 B_PL_IGB=500           # |plugin - phc_check| on the igb PHC, ns (+ half its drift)
+B_RESUME_MS=2000       # reload to first new sample under ntpd-host run: two 1 s poll intervals (the issue's bound)
 B_PL_DROPS=3           # samples of 20 the plugin may drop as "disturbed" (transient)
 
 CHECKS="testclock_all_paths testclock_no_precise testclock_basic_only
@@ -39,9 +40,10 @@ testclock_eio_burst testclock_ebusy_burst testclock_fail_for_ms
 testclock_rmmod_renumber igb_phc
 plugin_all_callbacks plugin_no_crosstimestamp plugin_basic_only
 plugin_method_forced plugin_method_forced_missing plugin_clock_name_renumber
-plugin_igb plugin_eio_burst plugin_ebusy_burst plugin_tai_and_offset"
+plugin_igb plugin_eio_burst plugin_ebusy_burst plugin_tai_and_offset
+daemon_rmmod_reload"
 # Hooks for later checks (not run, not counted until written):
-#   fault_rmmod_under_daemon,
+#
 #   closed_loop_precise, closed_loop_extended, closed_loop_tai,
 #   three_sources_status.
 
@@ -439,6 +441,112 @@ check_diag_igb_wander() {
 		sleep 0.5
 	done
 	DETAIL="diagnostic only"
+}
+
+# ntpd-host run with the test clock and igb: print what status shows
+check_diag_daemon_status() {
+	tc_load name=tc_daemon || { DETAIL="insmod failed"; return 1; }
+	ip link set eth0 up 2>/dev/null
+	daemon_config > /tmp/ntp.toml
+	"$HOST" run -c /tmp/ntp.toml > /tmp/daemon.log 2>&1 &
+	local pid=$! i
+	for i in 1 2 3 4 5 6 7 8; do
+		sleep 2
+		note "t=$((i * 2)) s: $("$HOST" status -c /tmp/ntp.toml --json 2>&1 | head -c 3000)"
+	done
+	"$HOST" status -c /tmp/ntp.toml 2>&1 | sed 's/^/# /'
+	kill $pid; sleep 1
+	sed 's/^/# log: /' /tmp/daemon.log | head -40
+	DETAIL="diagnostic only"
+}
+
+# the daemon config: the test clock (by name) and igb (by interface), 1 s polls
+daemon_config() {
+	cat <<-EOF
+	[observability]
+	log-level = "info"
+	observation-path = "/run/ntpd-rs/observe"
+
+	[[source]]
+	mode = "plugin"
+	path = "$PTP_SO"
+	name = "testclock"
+	poll-interval = 0
+	[source.config]
+	clock-name = "tc_daemon"
+
+	[[source]]
+	mode = "plugin"
+	path = "$PTP_SO"
+	name = "igb"
+	poll-interval = 0
+	[source.config]
+	interface = "eth0"
+
+	[synchronization]
+	minimum-agreeing-sources = 1
+	EOF
+}
+
+# ---- checks: ntpd-host run (the real ntpd-rs daemon, as root in the guest) ----
+
+# src_field NAME FIELD: a field of source NAME in `ntpd-host status --json`
+# (the status is one line; each source object starts with "clock-name")
+STATUS=
+status_now() { STATUS=$("$HOST" status -c /tmp/ntp.toml --json 2>/dev/null | sed 's/{"clock-name":/\n&/g'); }
+src_field() {
+	echo "$STATUS" | grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\\({[^}]*}\\|\"[^\"]*\"\\|-\\{0,1\\}[0-9][0-9]*\\|null\\).*/\\1/p" | head -n 1
+}
+
+now_ms() { local c; c=$(phc_check clocks); c=${c#*monoraw_ns=}; echo $((c / 1000000)); }
+
+# the test clock removed under a running ntpd-host: its source becomes
+# unavailable while igb keeps delivering and the daemon keeps running; after
+# the reload, samples resume within two poll intervals
+check_daemon_rmmod_reload() {
+	tc_load name=tc_daemon || { DETAIL="insmod failed"; return 1; }
+	ip link set eth0 up 2>/dev/null
+	mkdir -p /run/ntpd-rs
+	daemon_config > /tmp/ntp.toml
+	"$HOST" run -c /tmp/ntp.toml > /tmp/daemon.log 2>&1 &
+	local host=$! i ok=0 tc0 igb0 igb1 st err dpid t0 t1 tc1
+	for i in $(seq 40); do
+		sleep 0.5
+		status_now
+		[ "$(src_field testclock samples)" -ge 3 ] 2>/dev/null && [ "$(src_field igb samples)" -ge 3 ] 2>/dev/null && break
+	done
+	tc0=$(src_field testclock samples); igb0=$(src_field igb delivered)
+	dpid=$(echo "$STATUS" | sed -n 's/.*"daemon-pid":\([0-9]*\).*/\1/p' | head -n 1)
+	DETAIL="before: testclock $tc0 samples, igb $igb0 delivered, daemon pid $dpid;"
+	rmmod ptp_testclock || { DETAIL="$DETAIL rmmod failed;"; ok=1; }
+	sleep 3
+	status_now
+	st=$(src_field testclock state); err=$(src_field testclock errors); igb1=$(src_field igb delivered)
+	DETAIL="$DETAIL 3 s after rmmod: testclock $st, errors $err; igb delivered $igb0 -> $igb1;"
+	[ "$st" != '"running"' ] && case "$err" in *unavailable*) true ;; *) false ;; esac || ok=1
+	[ "$((igb1 - igb0))" -ge 2 ] 2>/dev/null || ok=1
+	kill -0 "$host" 2>/dev/null && kill -0 "$dpid" 2>/dev/null || { DETAIL="$DETAIL daemon gone;"; ok=1; }
+	tc1=$(src_field testclock samples)
+	t0=$(now_ms)
+	insmod "$KO" name=tc_daemon || { DETAIL="$DETAIL reload failed;"; ok=1; }
+	t1=
+	for i in $(seq 80); do
+		status_now
+		if [ "$(src_field testclock samples)" -gt "$tc1" ] 2>/dev/null; then t1=$(now_ms); break; fi
+		sleep 0.1
+	done
+	st=$(src_field testclock state)
+	if [ -n "$t1" ]; then
+		DETAIL="$DETAIL reloaded as $(dev_by_name tc_daemon): first sample after $((t1 - t0)) ms (bound $B_RESUME_MS), state $st;"
+		[ $((t1 - t0)) -le $B_RESUME_MS ] || ok=1
+	else
+		DETAIL="$DETAIL reloaded: no sample within 8 s, state $st, last error $(src_field testclock last-error);"
+		ok=1
+	fi
+	kill -0 "$host" 2>/dev/null && kill -0 "$dpid" 2>/dev/null || { DETAIL="$DETAIL daemon gone at the end;"; ok=1; }
+	kill "$host"; wait "$host" 2>/dev/null
+	[ $ok = 0 ] || grep -v kalman /tmp/daemon.log | tail -n 15 | sed 's/^/# log: /'
+	return $ok
 }
 
 # ---- main ----
