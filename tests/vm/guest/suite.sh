@@ -549,6 +549,53 @@ check_daemon_rmmod_reload() {
 	return $ok
 }
 
+# closed loop (diagnostic, not counted yet): ntpd-host run steers the guest's
+# CLOCK_REALTIME to the test clock, which starts at +200 ms and +20 ppm.
+# Prints true_offset_ns every second; reports time to |offset| < 1 us and the
+# RMS over the last 60 s. Method from NTPD_HOST_VM_LOOP (precise|extended|standard).
+closed_loop() { # METHOD SECONDS
+	local method=$1 secs=$2 i t first= n=0 ss=0
+	case $method in
+	precise) tc_load name=tc_loop offset_ns=200000000 freq_ppb=20000 ;;
+	extended) tc_load name=tc_loop offset_ns=200000000 freq_ppb=20000 precise=0 ;;
+	standard) tc_load name=tc_loop offset_ns=200000000 freq_ppb=20000 precise=0 extended=0 ;;
+	esac || { DETAIL="insmod failed"; return 1; }
+	mkdir -p /run/ntpd-rs
+	cat > /tmp/loop.toml <<-EOT
+	[observability]
+	log-level = "info"
+	observation-path = "/run/ntpd-rs/observe"
+
+	[[source]]
+	mode = "plugin"
+	path = "$PTP_SO"
+	name = "phc"
+	poll-interval = 0
+	[source.config]
+	clock-name = "tc_loop"
+
+	[synchronization]
+	minimum-agreeing-sources = 1
+	EOT
+	local t0
+	t0=$(now_ms)
+	"$HOST" run -c /tmp/loop.toml > /tmp/loop.log 2>&1 &
+	local host=$!
+	for i in $(seq "$secs"); do
+		sleep 1
+		t=$(truth)
+		note "loop $method t=$(( ($(now_ms) - t0) / 1000 )) s true_offset_ns=$t"
+		if [ -z "$first" ] && [ "${t#-}" -lt 1000 ]; then first=$(( ($(now_ms) - t0) )); fi
+		if [ "$i" -gt $((secs - 60)) ]; then n=$((n + 1)); ss=$(awk -v a="$ss" -v t="$t" 'BEGIN { printf "%.0f", a + t * t }'); fi
+	done
+	kill $host; wait $host 2>/dev/null
+	grep -v kalman /tmp/loop.log | tail -n 8 | sed 's/^/# log: /'
+	DETAIL="$method: first |offset| < 1 us after ${first:-never} ms; RMS over the last $n s: $(awk -v s="$ss" -v n="$n" 'function sq(x, r, i) { if (x <= 0) return 0; r = x; for (i = 0; i < 100; i++) r = (r + x / r) / 2; return r } BEGIN { printf "%.0f", sq(s / n) }') ns (diagnostic)"
+}
+check_diag_closed_loop_precise() { closed_loop precise 120; }
+check_diag_closed_loop_extended() { closed_loop extended 120; }
+check_diag_closed_loop_standard() { closed_loop standard 120; }
+
 # ---- main ----
 [ $# -gt 0 ] || set -- $CHECKS
 note "suite: $# checks; kernel $(uname -r); clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
