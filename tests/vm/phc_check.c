@@ -5,7 +5,10 @@
  * failure of the plugin checks can be told apart from a broken test clock.
  *
  *   phc_check DEV METHOD [READINGS [COUNT [INTERVAL_MS]]]
- *   phc_check DEV adjfine PPB | adjtime NS | settime NS
+ *   phc_check DEV adjfine PPB | adjtime NS | settime NS | setrel NS
+ *                          (setrel: set the PHC to CLOCK_REALTIME + NS; settime
+ *                          and setrel print window_ns, the CLOCK_REALTIME time
+ *                          the clock_settime call took)
  *   phc_check clocks       prints realtime_ns=R monoraw_ns=M (busybox date
  *                          has no nanoseconds)
  *
@@ -118,6 +121,7 @@ static int control(int fd, const char *op, long long v)
 {
 	struct timex tx;
 	struct timespec ts;
+	long long window = -1;
 	int r;
 
 	memset(&tx, 0, sizeof(tx));
@@ -135,15 +139,25 @@ static int control(int fd, const char *op, long long v)
 		}
 		r = clock_adjtime(FD_TO_CLOCKID(fd), &tx);
 	} else {
+		struct timespec a, b;
+
+		clock_gettime(CLOCK_REALTIME, &a);
+		if (!strcmp(op, "setrel"))
+			v += ts_ns(&a);
 		ts.tv_sec = v / 1000000000LL;
 		ts.tv_nsec = v % 1000000000LL;
 		r = clock_settime(FD_TO_CLOCKID(fd), &ts);
+		clock_gettime(CLOCK_REALTIME, &b);
+		window = ts_ns(&b) - ts_ns(&a);
 	}
 	if (r < 0) {
 		printf("err errno=%d %s\n", errno, strerror(errno));
 		return 1;
 	}
-	printf("ok %s %lld\n", op, v);
+	if (window >= 0)
+		printf("ok %s %lld window_ns=%lld\n", op, v, window);
+	else
+		printf("ok %s %lld\n", op, v);
 	return 0;
 }
 
@@ -164,7 +178,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc == 4 && (!strcmp(argv[2], "adjfine") || !strcmp(argv[2], "adjtime") ||
-			  !strcmp(argv[2], "settime"))) {
+			  !strcmp(argv[2], "settime") || !strcmp(argv[2], "setrel"))) {
 		fd = open(argv[1], O_RDWR);
 		if (fd < 0) {
 			printf("err errno=%d %s (open)\n", errno, strerror(errno));

@@ -24,6 +24,8 @@ B_BASIC=400            # |measured - truth|, basic PTP_SYS_OFFSET 5 readings, ns
 B_GETTIME=500          # |measured - truth|, clock_gettime bracket, ns
 B_DRIFT_PPB=200        # |measured drift - set drift|, ppb
 B_STEP=10              # |truth change - adjtime step|, ns
+B_SETTIME=3000000      # the clock_settime window under TCG (first call on a path is slow), ns
+B_JITTER_SD=100        # |sd of PRECISE errors - 1000/sqrt(3)| with jitter_ns=1000 over 100 reads, ns
 B_IGB=1000000          # |igb PHC - guest clock| after link up, ns (driver sets it from CLOCK_REALTIME)
 B_IGB_SD=1000          # sd of the igb offset over 20 readings, ns
 B_TRUTH=2              # wobble of true_offset_ns itself (REALTIME vs RAW rounding), ns
@@ -36,6 +38,7 @@ B_PL_DROPS=3           # samples of 20 the plugin may drop as "disturbed" (trans
 
 CHECKS="testclock_all_paths testclock_no_precise testclock_basic_only
 testclock_drift testclock_adjfine_apart testclock_adjtime_step
+testclock_settime testclock_jitter testclock_delay
 testclock_eio_burst testclock_ebusy_burst testclock_fail_for_ms
 testclock_rmmod_renumber igb_phc
 plugin_all_callbacks plugin_no_crosstimestamp plugin_basic_only
@@ -195,6 +198,47 @@ check_testclock_adjtime_step() {
 	d=$((t2 - t1 - 1500000))
 	DETAIL="$out; truth $t1 -> $t2, error ${d} ns (bound +-$B_STEP)"
 	[ "${d#-}" -le $B_STEP ]
+}
+
+# settime: the PHC is set to CLOCK_REALTIME + 5 s. phc_check setrel reads
+# CLOCK_REALTIME, calls clock_settime, reads it again: the truth must land in
+# that window (-window..0 from 5 s), and the window must be short
+check_testclock_settime() {
+	tc_load offset_ns=0 || { DETAIL="insmod failed"; return 1; }
+	local out t d w
+	out=$(phc_check "$DEV" setrel 5000000000)
+	t=$(truth)
+	d=$((t - 5000000000))
+	w=$(echo "$out" | sed -n 's/.*window_ns=//p')
+	DETAIL="$out; truth $t: error $d ns, must be in -$w..$B_TRUTH; window bound $B_SETTIME"
+	[ -n "$w" ] && [ "$d" -le $B_TRUTH ] && [ "$d" -ge $((-w - B_TRUTH)) ] && [ "$w" -le $B_SETTIME ]
+}
+
+# jitter_ns=1000: PRECISE errors spread uniformly in +-1000 ns (sd 577)
+check_testclock_jitter() {
+	tc_load offset_ns=$OFF jitter_ns=1000 || { DETAIL="insmod failed"; return 1; }
+	local t
+	t=$(truth)
+	set -- $(phc_check "$DEV" precise 1 100 | stats "$t")
+	DETAIL="100 PRECISE reads: n=$1 mean=$3 sd=$4 (want 577 +-$B_JITTER_SD) max|err|=$5 (bound $((1000 + B_TRUTH)))"
+	[ "$1" = 100 ] && le "$5" $((1000 + B_TRUTH)) &&
+		le "$(awk -v s="$4" 'BEGIN { d = s - 577; print d < 0 ? -d : d }')" $B_JITTER_SD
+}
+
+# delay_ns=5000: every EXTENDED/basic bracket is at least 5 us wide, and the
+# estimate stays centred (the delay is split around the sampling instant)
+check_testclock_delay() {
+	tc_load offset_ns=$OFF precise=0 delay_ns=5000 || { DETAIL="insmod failed"; return 1; }
+	local t ok=0 m
+	t=$(truth)
+	for m in extended basic; do
+		set -- $(phc_check "$DEV" $m 5 20 | stats "$t")
+		local mind
+		mind=$(phc_check "$DEV" $m 5 1 | sed -n 's/.*delay_ns=//p')
+		DETAIL="$DETAIL $m: n=$1 max|err|=$5 (bound $B_EXTENDED) maxdelay=$6 one best delay=$mind (want >= 5000);"
+		[ "$1" = 20 ] && le "$5" $B_EXTENDED && [ "$mind" -ge 5000 ] || ok=1
+	done
+	return $ok
 }
 
 # count_lines PATTERN TEXT
