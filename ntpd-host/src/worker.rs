@@ -199,6 +199,14 @@ fn plugin_thread(
     }
 }
 
+/// The longest wait between `init` attempts of an unavailable source: the
+/// backoff doubles up to the poll interval (at least `initial`, at most
+/// `max`), so a device that comes back is sampled again within two poll
+/// intervals. A failing `init` of a missing device is cheap (an `open`).
+pub fn reinit_backoff_max(initial: Duration, max: Duration, poll: Duration) -> Duration {
+    poll.max(initial).min(max)
+}
+
 /// Runs a worker until its source stops; returns the process exit status.
 pub fn run(spec: WorkerSpec) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -258,9 +266,14 @@ async fn run_async(spec: WorkerSpec) -> i32 {
         return 1;
     }
 
+    let initial = Duration::from_secs_f64(spec.backoff_initial);
     let mut backoff = Backoff::new(
-        Duration::from_secs_f64(spec.backoff_initial),
-        Duration::from_secs_f64(spec.backoff_max),
+        initial,
+        reinit_backoff_max(
+            initial,
+            Duration::from_secs_f64(spec.backoff_max),
+            src.poll_duration(),
+        ),
         Duration::from_secs(300),
     );
     let mut ready = false;
@@ -392,5 +405,27 @@ async fn run_async(spec: WorkerSpec) -> i32 {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinit_waits_at_most_one_poll_interval() {
+        let s = Duration::from_secs;
+        assert_eq!(reinit_backoff_max(s(1), s(64), s(1)), s(1));
+        assert_eq!(
+            reinit_backoff_max(s(1), s(64), Duration::from_millis(500)),
+            s(1)
+        );
+        assert_eq!(reinit_backoff_max(s(1), s(64), s(16)), s(16));
+        assert_eq!(reinit_backoff_max(s(1), s(32), s(64)), s(32));
+        let mut b = Backoff::new(s(1), reinit_backoff_max(s(1), s(64), s(4)), s(300));
+        let waits: Vec<u64> = (0..5)
+            .map(|_| b.failure(Duration::ZERO).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 4, 4]);
     }
 }

@@ -422,7 +422,8 @@ fn init_failures_back_off_then_recover() {
     let socket = dir.0.join("s.sock");
     let rx = Receiver::bind(&socket);
     let started = Instant::now();
-    let bridge = Bridge::start(&dir.0, &sim_source(&socket, -1, "", "init-failures = 2"));
+    // poll-interval 2 (4 s) lets the re-init backoff double: 1 s, then 2 s.
+    let bridge = Bridge::start(&dir.0, &sim_source(&socket, 2, "", "init-failures = 2"));
     rx.take(1, Duration::from_secs(15));
     // Two failures: waits of 1 s and 2 s before the third init succeeds.
     assert!(
