@@ -1,0 +1,178 @@
+#!/bin/sh
+# The peer benchmark (busybox sh), run by /init inside the qemu guest when
+# tests/vm/run is called with NTPD_HOST_VM_SUITE=bench (tests/vm/bench does).
+#
+# Closed loop, one tool at a time, same guest, same test clock: the test PHC
+# starts at +200 ms and +20 ppm from the guest's CLOCK_REALTIME, and the tool
+# steers CLOCK_REALTIME to it. Ground truth: the module's true_offset_ns
+# (PHC - CLOCK_REALTIME), sampled once a second. Per run:
+#   first  time from the tool's start to the first |offset| < 1 us
+#   settled  time from the start to the first sample after the last |offset| >= 1 us
+#   rms, mean, sd, max|offset| over the last BENCH_WINDOW seconds
+# Before each run the guest clock and the kernel's NTP state are reset
+# (clockctl reset) and the test clock is loaded afresh.
+#
+# Read method = which callbacks the test clock has (load-time parameters):
+#   precise: precise=1 (PTP_SYS_OFFSET_PRECISE, EXTENDED and basic offered)
+#   extended: precise=0 (EXTENDED and basic)      basic: precise=0 extended=0
+# Every tool takes the best the clock offers by itself: chrony's refclock PHC
+# and phc2sys probe PRECISE, then EXTENDED, then basic; ntpd-host's PTP plugin
+# has method = "auto" (what it detected is printed).
+#
+# Output: "# ..." lines (the host shows them), one "# result ..." line per run,
+# and per-second lines "S TOOL METHOD T_MS OFFSET_NS" (console log only).
+
+TC=/sys/module/ptp_testclock/parameters
+KO=/lib/modules/ptp_testclock.ko
+HOST=/opt/ntpd-host/bin/ntpd-host
+PTP_SO=/opt/ntpd-host/lib/libntpd_ptp.so
+START_OFFSET=200000000  # ns, PHC - CLOCK_REALTIME at the start of a run
+START_FREQ=20000        # ppb, the test clock's oscillator error
+
+. /etc/bench.conf
+[ $# -gt 0 ] && BENCH_METHODS="$*"
+
+note() { echo "# $*"; }
+
+tc_unload() {
+	grep -q '^ptp_testclock ' /proc/modules && rmmod ptp_testclock
+	return 0
+}
+
+dev_by_name() {
+	for p in /sys/class/ptp/ptp*; do
+		[ "$(cat "$p/clock_name" 2>/dev/null)" = "$1" ] && echo "/dev/${p##*/}" && return 0
+	done
+	return 1
+}
+
+# tc_load METHOD: the test clock with that read method, at the start offset
+tc_load() {
+	local p
+	case $1 in
+	precise) p= ;;
+	extended) p="precise=0" ;;
+	basic) p="precise=0 extended=0" ;;
+	*) return 1 ;;
+	esac
+	tc_unload
+	insmod "$KO" name=tc_bench offset_ns=$START_OFFSET freq_ppb=$START_FREQ $p || return 1
+	DEV=$(dev_by_name tc_bench)
+	[ -n "$DEV" ]
+}
+
+start_ntpd_host() {
+	mkdir -p /run/ntpd-rs
+	cat > /tmp/bench.toml <<-EOT
+	[observability]
+	log-level = "info"
+	observation-path = "/run/ntpd-rs/observe"
+
+	[[source]]
+	mode = "plugin"
+	path = "$PTP_SO"
+	name = "phc"
+	poll-interval = $BENCH_POLL
+	[source.config]
+	clock-name = "tc_bench"
+
+	[synchronization]
+	minimum-agreeing-sources = 1
+	EOT
+	"$HOST" run -c /tmp/bench.toml > /tmp/tool.log 2>&1 &
+	TOOL_PID=$!
+}
+
+start_chrony() {
+	mkdir -p /run/chrony /var/lib/chrony
+	chmod 750 /run/chrony
+	rm -f /run/chrony/chronyd.pid
+	cat > /tmp/chrony.conf <<-EOT
+	refclock PHC $DEV poll 0 dpoll -2
+	makestep 0.1 3
+	cmdport 0
+	pidfile /run/chrony/chronyd.pid
+	EOT
+	chronyd -d -f /tmp/chrony.conf -u root > /tmp/tool.log 2>&1 &
+	TOOL_PID=$!
+}
+
+start_phc2sys() {
+	phc2sys -s "$DEV" -c CLOCK_REALTIME -O 0 -N 5 -m -q > /tmp/tool.log 2>&1 &
+	TOOL_PID=$!
+}
+
+# what the tool says about the read method it uses
+tool_method() {
+	case $1 in
+	ntpd-host)
+		"$HOST" status -c /tmp/bench.toml --json 2>/dev/null |
+			sed -n 's/.*"method":"\([a-z]*\)".*/\1/p' | head -n 1 ;;
+	*) echo "-" ;;
+	esac
+}
+
+# run_one TOOL METHOD
+run_one() {
+	local tool=$1 method=$2 t0 t off i reads0 reads1 used res
+	clockctl reset "$BASE" > /dev/null || { note "clockctl reset failed"; return 1; }
+	tc_load "$method" || { note "result tool=$tool method=$method error=insmod"; return 1; }
+	reads0=$(cat $TC/reads)
+	rm -f /tmp/samples
+	t0=$(clockctl now)
+	"start_$(echo "$tool" | tr - _)"
+	i=0
+	while [ "$i" -lt "$BENCH_SECS" ]; do
+		i=$((i + 1))
+		# sample on the second of the tool's run time
+		t=$(clockctl now)
+		sleep "$(awk -v d=$((i * 1000 - (t - t0))) 'BEGIN { if (d < 0) d = 0; printf "%.3f", d / 1000 }')"
+		t=$(clockctl now)
+		off=$(cat $TC/true_offset_ns)
+		echo "$((t - t0)) $off" >> /tmp/samples
+		echo "S $tool $method $((t - t0)) $off"
+		[ $((i % 30)) = 0 ] && note "  $tool $method t=$((i)) s offset=$off ns"
+		[ "$i" = 5 ] && used=$(tool_method "$tool")
+		kill -0 "$TOOL_PID" 2>/dev/null || { note "$tool exited early"; break; }
+	done
+	reads1=$(cat $TC/reads)
+	kill "$TOOL_PID" 2>/dev/null; wait "$TOOL_PID" 2>/dev/null
+	grep -v kalman /tmp/tool.log | tail -n 6 | sed "s/^/L $tool $method: /"
+	res=$(awk -v secs="$BENCH_SECS" -v win="$BENCH_WINDOW" '
+	function sq(x, r, k) { if (x <= 0) return 0; r = x; for (k = 0; k < 100; k++) r = (r + x / r) / 2; return r }
+	function abs(x) { return x < 0 ? -x : x }
+	{ t[NR] = $1 + 0; o[NR] = $2 + 0; n = NR }
+	END {
+		first = "never"; last = 0
+		for (k = 1; k <= n; k++) {
+			if (first == "never" && abs(o[k]) < 1000) first = t[k]
+			if (abs(o[k]) >= 1000) last = k
+		}
+		settled = (last == n) ? "never" : (last == 0 ? t[1] : t[last + 1])
+		m = 0; s = 0; ss = 0; mx = 0
+		for (k = 1; k <= n; k++) if (t[k] > (secs - win) * 1000) {
+			m++; s += o[k]; ss += o[k] * o[k]; if (abs(o[k]) > mx) mx = abs(o[k])
+		}
+		mean = 0; rms = -1; sd = 0
+		if (m > 0) { mean = s / m; rms = sq(ss / m) }
+		if (m > 1) sd = sq((ss - m * mean * mean) / (m - 1))
+		printf "first_ms=%s settled_ms=%s rms_ns=%.0f mean_ns=%.0f sd_ns=%.0f max_ns=%d window_n=%d", first, settled, rms, mean, sd, mx, m
+	}' /tmp/samples)
+	note "result tool=$tool method=$method $res reads_per_s=$(( (reads1 - reads0) / BENCH_SECS )) used=${used:--}"
+	tc_unload
+	clockctl reset "$BASE" > /dev/null
+}
+
+BASE=$(clockctl base)
+mkdir -p /run/ntpd-rs
+note "bench: kernel $(uname -r); clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource);" \
+	"peers: $(paste -sd, /etc/peer-versions); ntpd-host poll-interval $BENCH_POLL;" \
+	"$BENCH_SECS s per run, RMS over the last $BENCH_WINDOW s"
+note "bench: methods $BENCH_METHODS; tools $BENCH_TOOLS; start +$START_OFFSET ns, +$START_FREQ ppb"
+for m in $BENCH_METHODS; do
+	for tool in $BENCH_TOOLS; do
+		note "run $tool $m (uptime $(cut -d' ' -f1 /proc/uptime) s)"
+		run_one "$tool" "$m"
+	done
+done
+echo "VM-SUITE-RESULT passed=1 failed=0"
