@@ -17,6 +17,9 @@
  *   extended      (load time) provide .gettimex64 (PTP_SYS_OFFSET_EXTENDED)
  *                 .gettime64 is always there (PTP_SYS_OFFSET, clock_gettime)
  *   name          (load time) clock_name shown in /sys/class/ptp/ptpN/
+ *   name2         (load time) if set, a second PHC with this clock_name: the
+ *                 same time, state and callbacks as the first (one module
+ *                 instance can give a daemon two test clocks)
  *   offset_ns     write: step the PHC so that PHC - CLOCK_REALTIME = value
  *                 (a load-time value sets the start); read: last value written
  *   freq_ppb      simulated oscillator error, ppb (PHC runs fast if > 0)
@@ -59,6 +62,10 @@ static char *name = "ptp_testclock";
 module_param(name, charp, 0444);
 MODULE_PARM_DESC(name, "clock name");
 
+static char *name2 = "";
+module_param(name2, charp, 0444);
+MODULE_PARM_DESC(name2, "if set: register a second clock with this name (same time)");
+
 static uint jitter_ns;
 module_param(jitter_ns, uint, 0644);
 MODULE_PARM_DESC(jitter_ns, "uniform jitter added to each reading, ns");
@@ -86,8 +93,8 @@ static s64 adj_fs;		/* adjfine state, 1e-15 */
 static long offset_ns;		/* last value written to offset_ns */
 static long freq_ppb;
 
-static struct ptp_clock *tc_clock;
-static struct ptp_clock_info tc_info;
+static struct ptp_clock *tc_clock, *tc_clock2;
+static struct ptp_clock_info tc_info, tc_info2;
 
 /* (a * b) / c for signed a, b and positive c, without overflow */
 static s64 mul_div_s64(s64 a, s64 b, u64 c)
@@ -427,11 +434,24 @@ static int __init tc_init(void)
 	pr_info("ptp_testclock: ptp%d \"%s\" precise=%d extended=%d offset=%ld ns freq=%ld ppb\n",
 		ptp_clock_index(tc_clock), tc_info.name, precise, extended,
 		offset_ns, freq_ppb);
+	if (name2 && *name2) {
+		tc_info2 = tc_info;
+		strscpy(tc_info2.name, name2, sizeof(tc_info2.name));
+		tc_clock2 = ptp_clock_register(&tc_info2, NULL);
+		if (IS_ERR(tc_clock2)) {
+			ptp_clock_unregister(tc_clock);
+			return PTR_ERR(tc_clock2);
+		}
+		pr_info("ptp_testclock: ptp%d \"%s\" (second clock, same time)\n",
+			ptp_clock_index(tc_clock2), tc_info2.name);
+	}
 	return 0;
 }
 
 static void __exit tc_exit(void)
 {
+	if (tc_clock2)
+		ptp_clock_unregister(tc_clock2);
 	ptp_clock_unregister(tc_clock);
 }
 
