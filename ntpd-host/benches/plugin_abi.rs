@@ -231,8 +231,6 @@ fn main() {
     if common::has_ptp_plugin() {
         size_line(&common::plugin_path("ntpd_ptp"));
     } else {
-        println!(
-            "  libntpd_ptp.so       not built (the workspace has no buildable ptp-plugin)"
-        );
+        println!("  libntpd_ptp.so       not built (the workspace has no buildable ptp-plugin)");
     }
 }
