@@ -40,10 +40,10 @@ B_3SRC_AGREE=10000     # |daemon's offset - host's last sample| per source, ns (
 LOOP_SECS=120         # s each closed loop runs
 LOOP_WINDOW=60         # s at the end of a closed loop over which RMS and max are taken
 B_LOOP_CONVERGE_MS=60000  # start of ntpd-host run to the first |true offset| < 1 us, ms (= the start of the RMS window; seen 26-45 s)
-B_LOOP_RMS_precise=100    # closed-loop RMS of the true offset over the window, ns (precise; tai too)
-B_LOOP_RMS_extended=400   # the same, extended (its read-path bias dominates; bound = B_PL_EXTENDED)
-B_LOOP_RMS_standard=400   # the same, standard (diagnostic only)
-B_LOOP_MAX_X=3            # max |offset| in the window at most this many times the RMS bound
+B_LOOP_RMS_precise=100    # closed-loop RMS of the true offset over the window, ns (precise; tai too; seen up to 32)
+B_LOOP_RMS_extended=500   # the same, extended (the read-path bias dominates: B_PL_EXTENDED + ntpd-rs dead band; seen up to 148)
+B_LOOP_RMS_standard=500   # the same, standard (diagnostic only, never fails)
+B_LOOP_MAX_X=3            # max |offset| in the window at most this many times the RMS bound (seen: 92 precise, 171 extended)
 OUTAGE_LONG=10         # s, the counted daemon_rmmod_reload outage (over the old backoff's 1+2+4 s retries)
 B_PL_DROPS=3           # samples of 20 the plugin may drop as "disturbed" (transient)
 
@@ -807,10 +807,10 @@ closed_loop() { # METHOD SECONDS [tai]
 	[ -n "$first" ] && [ "$first" -le $B_LOOP_CONVERGE_MS ] && [ "$rms" -le "$brms" ] &&
 		[ "$mx" -le $((brms * B_LOOP_MAX_X)) ] && [ "$st" = '"running"' ] && [ "$m" = "\"$method\"" ] &&
 		[ "$ts" = "\"${tai:-utc}\"" ] || ok=1
-	if [ $ok != 0 ]; then
-		grep -v kalman /tmp/loop.log | tail -n 8 | sed 's/^/# log: /'
-		sed 's/^/loop log: /' /tmp/loop.log   # the whole daemon log, console log only
-	fi
+	[ $ok = 0 ] || grep -v kalman /tmp/loop.log | tail -n 8 | sed 's/^/# log: /'
+	# the whole log (with the daemon's per-update offset and frequency
+	# estimates) into the console log only, to explain a convergence path
+	sed 's/^/loop log: /' /tmp/loop.log
 	return $ok
 }
 check_closed_loop_precise() { closed_loop precise $LOOP_SECS; }
