@@ -160,6 +160,19 @@ fn log_filter(level: &Option<String>) -> String {
     level.clone().unwrap_or_else(|| "info".into())
 }
 
+/// Serves the host's status on `path`: `fixed` with the supervisor's live
+/// source states filled in at each request.
+fn serve_status(
+    path: &Path,
+    sup: std::sync::Arc<Supervisor>,
+    fixed: HostStatus,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(status::serve(path.to_owned(), move || HostStatus {
+        sources: sup.snapshot(),
+        ..fixed.clone()
+    }))
+}
+
 /// Waits for SIGTERM or SIGINT.
 async fn terminated() -> &'static str {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -228,21 +241,18 @@ pub async fn run(args: HostArgs) -> Result<(), String> {
 
     let sup = std::sync::Arc::new(sup);
     let status_path = args.runtime_dir.join(status::STATUS_SOCKET);
-    let server = {
-        let sup = sup.clone();
-        let host = HostStatus {
+    let server = serve_status(
+        &status_path,
+        sup.clone(),
+        HostStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             mode: "run".into(),
             config_file: args.config.clone(),
             daemon_pid,
             observation_path: Some(derived.observation_path.clone()),
             sources: Vec::new(),
-        };
-        tokio::spawn(status::serve(status_path.clone(), move || HostStatus {
-            sources: sup.snapshot(),
-            ..host.clone()
-        }))
-    };
+        },
+    );
 
     let outcome = tokio::select! {
         why = terminated() => {
@@ -276,18 +286,18 @@ pub async fn bridge(args: HostArgs) -> Result<(), String> {
     let opts = Options::new(exe, log_filter(&args.log_level));
     let sup = std::sync::Arc::new(Supervisor::start(&opts, &cfg.plugins, &sockets));
     let status_path = args.runtime_dir.join(status::STATUS_SOCKET);
-    let server = {
-        let sup = sup.clone();
-        let config_file = args.config.clone();
-        tokio::spawn(status::serve(status_path.clone(), move || HostStatus {
+    let server = serve_status(
+        &status_path,
+        sup.clone(),
+        HostStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             mode: "bridge".into(),
-            config_file: config_file.clone(),
+            config_file: args.config.clone(),
             daemon_pid: None,
             observation_path: None,
-            sources: sup.snapshot(),
-        }))
-    };
+            sources: Vec::new(),
+        },
+    );
     let why = terminated().await;
     tracing::info!("{why}: shutting down");
     server.abort();
