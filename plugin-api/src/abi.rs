@@ -2,9 +2,10 @@
 //!
 //! Everything here is `#[repr(C)]` (or `#[repr(transparent)]`) and derives
 //! [`StableAbi`], so the host checks the whole layout when it loads a plugin.
-//! The layout of v1 is frozen: any change to a type in this module is a new
-//! major version of `ntpd-plugin-api` (see the crate documentation,
-//! "Versioning"). Room to grow without a layout change is built in:
+//! The layout of ABI v1 is frozen: any change to a type in this module is a
+//! new ABI major version, [`ABI_VERSION`](crate::ABI_VERSION) (see the crate
+//! documentation, "Versioning"). Room to grow without a layout change is
+//! built in:
 //!
 //! - the enumerations are *open*: a `u32` newtype whose unknown values a
 //!   host must tolerate, so a newer plugin can report a kind an older host
@@ -23,7 +24,7 @@ use std::fmt;
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
-    package_version_strings, sabi_trait,
+    sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RBox, RResult, RStr, RString},
 };
@@ -38,7 +39,7 @@ macro_rules! open_enum {
     ) => {
         $(#[$meta])*
         #[repr(transparent)]
-        #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(StableAbi, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u32);
 
         impl $name {
@@ -79,8 +80,61 @@ macro_rules! open_enum {
                 fmt::Display::fmt(self, f)
             }
         }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownName;
+
+            /// Parses a name as [`Display`](fmt::Display) writes it: a known
+            /// name, or `unknown(N)` for any number.
+            fn from_str(text: &str) -> Result<Self, UnknownName> {
+                Self::from_name(text)
+                    .or_else(|| {
+                        text.strip_prefix("unknown(")
+                            .and_then(|rest| rest.strip_suffix(')'))
+                            .and_then(|n| n.parse().ok())
+                            .map(Self)
+                    })
+                    .ok_or_else(|| UnknownName {
+                        what: stringify!($name),
+                        valid: Self::KNOWN.iter().map(|k| k.to_string()).collect(),
+                    })
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
+
+/// A name that is not one of an open enumeration's (see the `FromStr` impls).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    what: &'static str,
+    valid: Vec<String>,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not a {} name; valid: {}, or unknown(N)",
+            self.what,
+            self.valid.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownName {}
 
 open_enum! {
     /// How the plugin reads its reference clock.
@@ -149,6 +203,13 @@ open_enum! {
         /// The plugin panicked; the SDK caught it at the boundary. The host
         /// counts it and goes on sampling.
         PANICKED = 5 => "panicked",
+        /// The reference's time was disrupted (a live migration of the
+        /// virtual machine, the platform's disruption marker changed): the
+        /// samples before this one no longer hold. The host skips this
+        /// sample, counts it, and marks the error bounds it publishes as
+        /// disrupted until fresh samples arrive. (SDK 1.1; a host of an
+        /// older SDK treats it as transient.)
+        DISRUPTED = 6 => "disrupted",
     }
 }
 
@@ -165,9 +226,10 @@ pub struct PluginInfo {
     pub version: RString,
     /// One line saying what it is.
     pub description: RString,
-    /// The `ntpd-plugin-api` version the plugin was built against (the SDK
-    /// fills this in).
-    pub api_version: RString,
+    /// The version of the `ntpd-plugin-api` SDK crate the plugin was built
+    /// with (the SDK fills this in). Informational: compatibility is decided
+    /// by the ABI version ([`ABI_VERSION`](crate::ABI_VERSION)), not by this.
+    pub sdk_version: RString,
 }
 
 /// What the host passes to [`PluginModule::init`].
@@ -227,9 +289,16 @@ pub struct Sample {
     /// Reference minus system clock, in nanoseconds, with the reference
     /// expressed in UTC. Positive means the system clock is behind.
     pub offset_ns: i64,
-    /// A bound on the error of `offset_ns`, in nanoseconds (for bracketed
-    /// reads, half the bracket width; never less than the clock resolution).
+    /// A bound on the error of `offset_ns` added by the measurement itself,
+    /// in nanoseconds (for bracketed reads, half the bracket width; never
+    /// less than the clock resolution).
     pub error_ns: u64,
+    /// A bound on the reference clock's own error against true time, in
+    /// nanoseconds, when the platform publishes one (for example AWS ENA's
+    /// `phc_error_bound`, or a vmclock device's maximum error); 0 when it is
+    /// not known. Not part of `error_ns`: the host adds the two where it
+    /// needs a total bound.
+    pub reference_error_ns: u64,
     /// Leap-second announcement from the reference.
     pub leap: Leap,
     /// How many raw readings were combined into this sample (at least 1).
@@ -284,5 +353,6 @@ impl RootModule for PluginModuleRef {
     declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "ntpd_plugin";
     const NAME: &'static str = "ntpd_plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    // The ABI version, not the crate's: SDK releases never change it.
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(crate::ABI_VERSION);
 }

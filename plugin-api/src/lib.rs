@@ -116,21 +116,32 @@
 //!
 //! ## Versioning
 //!
-//! The contract's version is this crate's version, [`API_VERSION`]. When the
-//! host loads a plugin, abi_stable checks, in order:
+//! Two versions, kept apart:
+//!
+//! - the **ABI version**, [`ABI_VERSION`] (`1.0.0`), is what a host checks
+//!   when it loads a plugin. It changes only with the binary layout of the
+//!   types in this crate, and then only its major number: any layout change
+//!   (a field, a method, a root-module entry added, removed, reordered or
+//!   retyped) is ABI 2.0.0. Its minor and patch stay 0 for the life of a
+//!   major, because abi_stable refuses a plugin whose minor is older than the
+//!   host's;
+//! - the **SDK version**, this crate's own semver ([`SDK_VERSION`]), changes
+//!   freely: documentation, helpers, new constants, new named values of the
+//!   open enumerations, new `flags` bits, new `extensions` keys. A plugin
+//!   built with any SDK of ABI 1 loads in any host of ABI 1, older or newer.
+//!   The SDK version a plugin was built with is recorded in
+//!   [`PluginInfo::sdk_version`] for display only.
+//!
+//! When the host loads a plugin, abi_stable checks, in order:
 //!
 //! 1. that both sides use a compatible abi_stable (this crate pins 0.11.3);
-//! 2. the version: the major versions must be equal, and the host's minor
-//!    version must not be newer than the plugin's (a 1.2 host refuses a
-//!    plugin built against 1.1, and loads one built against 1.3);
+//! 2. the ABI version: the major numbers must be equal;
 //! 3. the full layout of every type reachable from [`PluginModule`].
 //!
-//! The v1 layout is frozen for the life of the 1.x series: fields and
-//! methods are never added, removed or reordered within it. New behaviour
-//! arrives as new values of the open enumerations, new bits in the `flags`
-//! words, or new keys in the `extensions` JSON, all of which a v1 host or
-//! plugin ignores safely. Any layout change is 2.0.0, and a host says so in
-//! one line when it refuses a plugin: it names both versions.
+//! New behaviour within ABI 1 arrives as new values of the open
+//! enumerations, new bits in the `flags` words, or new keys in the
+//! `extensions` JSON, all of which an older host or plugin ignores safely.
+//! A host that refuses a plugin says so in one line naming both ABI versions.
 //!
 //! A host built against this crate never unloads a plugin library, and a
 //! plugin has its own copy of the Rust standard library and of any runtime
@@ -138,6 +149,15 @@
 //! other than the types here.
 
 #![deny(unsafe_code)]
+// Tests compute statistics and compare exact values.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_wrap,
+        clippy::float_cmp
+    )
+)]
 
 mod abi;
 pub mod sdk;
@@ -145,12 +165,35 @@ pub mod sdk;
 pub use abi::{
     Capabilities, ErrorKind, InitRequest, Leap, PluginError, PluginInfo, PluginModule,
     PluginModuleRef, ReadMethod, Sample, SourceBox, TimeScale, TimeSource, TimeSource_TO,
+    UnknownName,
 };
-pub use sdk::{Info, InitContext, Plugin, Source, boxed_source, realtime_now_ns};
+pub use sdk::{Info, InitContext, Plugin, Source, boxed_source, parse_config, realtime_now_ns};
 
 /// Re-exported so hosts and plugins use exactly the pinned version.
 pub use abi_stable;
 
-/// The version of this contract, as a plugin records it in
-/// [`PluginInfo::api_version`].
-pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The ABI version a plugin declares and a host checks at load (see
+/// "Versioning"): only its major number ever changes, with the layout.
+pub const ABI_VERSION: &str = "1.0.0";
+
+/// The major number of [`ABI_VERSION`].
+pub const ABI_MAJOR: u32 = 1;
+
+/// The version of this SDK crate, as a plugin records it in
+/// [`PluginInfo::sdk_version`]. Informational: it does not decide
+/// compatibility.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_version_is_major_only() {
+        let parts: Vec<u32> = ABI_VERSION
+            .split('.')
+            .map(|p| p.parse().expect("numeric"))
+            .collect();
+        assert_eq!(parts, [ABI_MAJOR, 0, 0]);
+    }
+}

@@ -62,19 +62,60 @@ impl<'a> InitContext<'a> {
 
     /// Deserializes the configuration into `T`.
     ///
-    /// A failure is a [`ErrorKind::CONFIGURATION`] error whose message is
-    /// serde's (it names the key, e.g. "unknown field `devcie`, expected one
-    /// of ..."). Use `#[serde(deny_unknown_fields, rename_all = "kebab-case")]`
-    /// on `T` so typos are caught and keys follow ntpd-rs conventions.
+    /// A failure is a [`ErrorKind::CONFIGURATION`] error of one line that
+    /// names the key by its path, then serde's message: `invalid plugin
+    /// config: readings: invalid value: integer `30`, expected ...`, or
+    /// `invalid plugin config: devcie: unknown field `devcie`, expected one of
+    /// ...`. Use `#[serde(deny_unknown_fields, rename_all = "kebab-case")]` on
+    /// `T` so typos are caught and keys follow ntpd-rs conventions; a
+    /// `Deserialize` impl of a field's own type can check its range and
+    /// word the message (`serde::de::Error::custom`).
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        let text = if self.config_json.trim().is_empty() {
-            "{}"
-        } else {
-            self.config_json
-        };
-        serde_json::from_str(text)
-            .map_err(|e| PluginError::configuration(format!("invalid plugin config: {e}")))
+        parse_config(self.config_json).map_err(PluginError::configuration)
     }
+}
+
+/// Parses a plugin configuration (JSON text; empty means `{}`) into `T`.
+/// The error is one line: `invalid plugin config: <key path>: <message>`
+/// (without the key path for a problem with the whole document).
+pub fn parse_config<T: DeserializeOwned>(config_json: &str) -> Result<T, String> {
+    let text = if config_json.trim().is_empty() {
+        "{}"
+    } else {
+        config_json
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A key may hold any character (a line break, a quote): escaped.
+        let path = e.path().to_string().escape_debug().to_string();
+        let message = one_line(&strip_position(&e.inner().to_string()));
+        if path == "." || path.is_empty() {
+            format!("invalid plugin config: {message}")
+        } else {
+            format!("invalid plugin config: {path}: {message}")
+        }
+    })?;
+    de.end().map_err(|e| {
+        format!(
+            "invalid plugin config: {}",
+            one_line(&strip_position(&e.to_string()))
+        )
+    })?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C" to its messages; the position is
+/// noise in a one-line config error about a key.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(" column ") => message[..at].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+/// Collapses white space (and line breaks) to single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A plugin: its identity and how it creates sources.
@@ -147,14 +188,14 @@ extern "C" fn info_entry<P: Plugin>() -> PluginInfo {
             vendor: info.vendor.into(),
             version: info.version.into(),
             description: info.description.into(),
-            api_version: crate::API_VERSION.into(),
+            sdk_version: crate::SDK_VERSION.into(),
         },
         Err(payload) => PluginInfo {
             name: "unknown".into(),
             vendor: "unknown".into(),
             version: "0.0.0".into(),
             description: format!("plugin panicked in info(): {}", panic_message(&*payload)).into(),
-            api_version: crate::API_VERSION.into(),
+            sdk_version: crate::SDK_VERSION.into(),
         },
     }
 }
@@ -236,6 +277,11 @@ impl PluginError {
     pub fn fatal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::FATAL, message)
     }
+
+    /// An [`ErrorKind::DISRUPTED`] error.
+    pub fn disrupted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::DISRUPTED, message)
+    }
 }
 
 impl std::fmt::Display for PluginError {
@@ -281,6 +327,7 @@ impl Sample {
             system_time_ns,
             offset_ns,
             error_ns,
+            reference_error_ns: 0,
             leap: crate::Leap::NONE,
             readings: 1,
             flags: 0,
@@ -396,7 +443,14 @@ mod tests {
             ),
             (0, 1, 2, 3)
         );
-        assert_eq!((ErrorKind::TRANSIENT.0, ErrorKind::PANICKED.0), (1, 5));
+        assert_eq!(
+            (
+                ErrorKind::TRANSIENT.0,
+                ErrorKind::PANICKED.0,
+                ErrorKind::DISRUPTED.0
+            ),
+            (1, 5, 6)
+        );
     }
 
     #[test]
@@ -417,5 +471,37 @@ mod tests {
         // An empty config is an empty object.
         let e = InitContext::new("", "h").config::<C>().unwrap_err();
         assert!(e.message.contains("poll-me"), "{e}");
+        // A bad value names its key by path, on one line, without serde_json's
+        // position.
+        let e = InitContext::new("{\n \"poll-me\": \"x\"}", "h")
+            .config::<C>()
+            .unwrap_err();
+        assert_eq!(
+            e.message.as_str(),
+            "invalid plugin config: poll-me: invalid type: string \"x\", expected u32"
+        );
+        let e = InitContext::new("{\"poll-me\": 1} x", "h")
+            .config::<C>()
+            .unwrap_err();
+        assert_eq!(
+            e.message.as_str(),
+            "invalid plugin config: trailing characters"
+        );
+    }
+
+    #[test]
+    fn open_enums_round_trip_through_serde_and_names() {
+        for k in ErrorKind::KNOWN.iter().copied().chain([ErrorKind(42)]) {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<ErrorKind>(&json).unwrap(), k);
+            assert_eq!(k.to_string().parse::<ErrorKind>().unwrap(), k);
+        }
+        assert_eq!(
+            serde_json::to_string(&ReadMethod::EXTENDED).unwrap(),
+            "\"extended\""
+        );
+        assert_eq!(serde_json::to_string(&Leap(7)).unwrap(), "\"unknown(7)\"");
+        let e = "sideways".parse::<TimeScale>().unwrap_err().to_string();
+        assert_eq!(e, "not a TimeScale name; valid: utc, tai, or unknown(N)");
     }
 }
