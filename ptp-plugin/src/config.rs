@@ -1,15 +1,18 @@
 //! The plugin's configuration: the `[source.config]` table, as JSON.
 //!
-//! Keys are kebab-case; an unknown key is refused by serde
-//! (`deny_unknown_fields`). Each value is taken as raw JSON and checked here,
-//! so that every error is one line naming its key (serde's own type errors
-//! do not name the field).
+//! Keys are kebab-case serde types: an unknown key is refused
+//! (`deny_unknown_fields`), each key's type checks its value and words the
+//! error, and the SDK names the key at fault (`invalid plugin config:
+//! readings: 30 is out of range: ...`). What involves several keys (exactly
+//! one way to find the clock; `tai-offset` only with TAI) is checked in
+//! [`Config::try_from`].
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{Deserializer, Error as _};
 use thiserror::Error;
 
 use crate::process::NS_PER_S;
+use crate::source::Method;
 
 /// Most readings one request can return (the kernel's `PTP_MAX_SAMPLES`).
 pub const MAX_READINGS: u32 = 25;
@@ -32,7 +35,7 @@ pub const MAX_OFFSET_S: f64 = 86_400.0;
 /// seconds began in 1972 and is 37 s since 2017.
 pub const TAI_OFFSET_RANGE: std::ops::RangeInclusive<i64> = 10..=100;
 
-/// A configuration error: one line, naming the key.
+/// A configuration error that involves several keys: one line, naming them.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("invalid plugin config: {0}")]
 pub struct ConfigError(pub String);
@@ -59,19 +62,6 @@ impl Locator {
     }
 }
 
-/// The `method` key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MethodChoice {
-    /// Detect: precise, then extended, then standard.
-    Auto,
-    /// Only PTP_SYS_OFFSET_PRECISE.
-    Precise,
-    /// Only PTP_SYS_OFFSET_EXTENDED.
-    Extended,
-    /// Only PTP_SYS_OFFSET.
-    Standard,
-}
-
 /// The `timescale` key, with where TAI-UTC comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timescale {
@@ -87,8 +77,8 @@ pub enum Timescale {
 pub struct Config {
     /// Which PHC.
     pub locator: Locator,
-    /// Which read method.
-    pub method: MethodChoice,
+    /// The read method `method` forces; `None` detects it (`auto`).
+    pub method: Option<Method>,
     /// Readings per extended/standard request, 1..=25.
     pub readings: u32,
     /// The PHC's time scale.
@@ -97,169 +87,213 @@ pub struct Config {
     pub offset_ns: i64,
 }
 
-/// The keys as they arrive; every value still raw JSON.
+/// The keys as written.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RawConfig {
-    device: Option<Value>,
-    clock_name: Option<Value>,
-    interface: Option<Value>,
-    method: Option<Value>,
-    readings: Option<Value>,
-    timescale: Option<Value>,
-    tai_offset: Option<Value>,
-    offset: Option<Value>,
+pub struct ConfigToml {
+    device: Option<DevicePath>,
+    clock_name: Option<ClockName>,
+    interface: Option<InterfaceName>,
+    method: Option<MethodKey>,
+    readings: Option<Readings>,
+    timescale: Option<TimescaleKey>,
+    tai_offset: Option<TaiOffset>,
+    offset: Option<OffsetSeconds>,
 }
 
-fn err(msg: String) -> ConfigError {
-    ConfigError(msg)
-}
-
-fn string<'a>(key: &str, v: &'a Value) -> Result<&'a str, ConfigError> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Ok(s),
-        Value::String(_) => Err(err(format!("`{key}` must not be empty"))),
-        other => Err(err(format!("`{key}` must be a string, not {other}"))),
+/// A non-empty string.
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        Err(D::Error::custom("must not be empty"))
+    } else {
+        Ok(s)
     }
 }
 
-fn integer(key: &str, v: &Value) -> Result<i64, ConfigError> {
-    v.as_i64()
-        .ok_or_else(|| err(format!("`{key}` must be an integer, not {v}")))
+/// `device`: an absolute path.
+#[derive(Debug)]
+struct DevicePath(String);
+
+impl<'de> Deserialize<'de> for DevicePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let path = non_empty(d)?;
+        if path.starts_with('/') {
+            Ok(Self(path))
+        } else {
+            Err(D::Error::custom(format!(
+                "{path:?} must be an absolute path such as /dev/ptp0"
+            )))
+        }
+    }
 }
 
-fn choice<'a>(key: &str, v: &Value, valid: &[&'a str]) -> Result<&'a str, ConfigError> {
-    let s = string(key, v)?;
-    valid
-        .iter()
-        .copied()
-        .find(|c| *c == s)
-        .ok_or_else(|| err(format!("`{key}` = {v}; valid values: {}", valid.join(", "))))
+/// `clock-name`: a name or pattern as in `/sys/class/ptp/ptpN/clock_name`.
+#[derive(Debug)]
+struct ClockName(String);
+
+impl<'de> Deserialize<'de> for ClockName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = non_empty(d)?;
+        if name.contains(['\n', '/']) {
+            Err(D::Error::custom(format!(
+                "{name:?} is not a clock name (as in /sys/class/ptp/ptpN/clock_name)"
+            )))
+        } else {
+            Ok(Self(name))
+        }
+    }
 }
 
-impl Config {
-    /// Validates the raw keys.
-    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let mut given = Vec::new();
-        if let Some(v) = &raw.device {
-            let path = string("device", v)?;
-            if !path.starts_with('/') {
-                return Err(err(format!(
-                    "`device` = {v} must be an absolute path such as /dev/ptp0"
-                )));
-            }
-            given.push(Locator::Device(path.to_owned()));
+/// `interface`: a network interface name.
+#[derive(Debug)]
+struct InterfaceName(String);
+
+impl<'de> Deserialize<'de> for InterfaceName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = non_empty(d)?;
+        // IFNAMSIZ is 16 with the terminating NUL.
+        if name.len() > 15 || name.contains(['/', ' ', '\n']) || name == "." || name == ".." {
+            Err(D::Error::custom(format!(
+                "{name:?} is not a network interface name"
+            )))
+        } else {
+            Ok(Self(name))
         }
-        if let Some(v) = &raw.clock_name {
-            let name = string("clock-name", v)?;
-            if name.contains(['\n', '/']) {
-                return Err(err(format!(
-                    "`clock-name` = {v} is not a clock name (as in /sys/class/ptp/ptpN/clock_name)"
-                )));
-            }
-            given.push(Locator::ClockName(name.to_owned()));
+    }
+}
+
+/// `method`: `auto` or a method's name.
+#[derive(Debug)]
+struct MethodKey(Option<Method>);
+
+impl<'de> Deserialize<'de> for MethodKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == "auto" {
+            return Ok(Self(None));
         }
-        if let Some(v) = &raw.interface {
-            let name = string("interface", v)?;
-            // IFNAMSIZ is 16 with the terminating NUL.
-            if name.len() > 15 || name.contains(['/', ' ', '\n']) || name == "." || name == ".." {
-                return Err(err(format!(
-                    "`interface` = {v} is not a network interface name"
-                )));
-            }
-            given.push(Locator::Interface(name.to_owned()));
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .map(|m| Self(Some(m)))
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "{name:?} is not a method; valid: auto, precise, extended, standard"
+                ))
+            })
+    }
+}
+
+/// `readings`: 1 to 25.
+#[derive(Debug)]
+struct Readings(u32);
+
+impl<'de> Deserialize<'de> for Readings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_READINGS).contains(n))
+            .map(Self)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "{n} is out of range: 1 to {MAX_READINGS} readings per sample"
+                ))
+            })
+    }
+}
+
+/// `timescale`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum TimescaleKey {
+    Utc,
+    Tai,
+}
+
+/// `tai-offset`: whole seconds within [`TAI_OFFSET_RANGE`].
+#[derive(Debug)]
+struct TaiOffset(i64);
+
+impl<'de> Deserialize<'de> for TaiOffset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if TAI_OFFSET_RANGE.contains(&n) {
+            Ok(Self(n))
+        } else {
+            Err(D::Error::custom(format!(
+                "{n} s is implausible: TAI-UTC is 37 s since 2017 (accepted: {} to {})",
+                TAI_OFFSET_RANGE.start(),
+                TAI_OFFSET_RANGE.end()
+            )))
         }
+    }
+}
+
+/// `offset`: seconds, at most [`MAX_OFFSET_S`] either way, kept in ns.
+#[derive(Debug)]
+struct OffsetSeconds(i64);
+
+impl<'de> Deserialize<'de> for OffsetSeconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = f64::deserialize(d)?;
+        if s.is_finite() && s.abs() <= MAX_OFFSET_S {
+            // Within +-86400 s: far inside i64 nanoseconds.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+            Ok(Self((s * NS_PER_S as f64).round() as i64))
+        } else {
+            Err(D::Error::custom(format!(
+                "{s} s is out of range (at most {MAX_OFFSET_S} s either way)"
+            )))
+        }
+    }
+}
+
+impl TryFrom<ConfigToml> for Config {
+    type Error = ConfigError;
+
+    /// The checks that involve several keys.
+    fn try_from(raw: ConfigToml) -> Result<Self, ConfigError> {
+        let mut given: Vec<Locator> = [
+            raw.device.map(|d| Locator::Device(d.0)),
+            raw.clock_name.map(|c| Locator::ClockName(c.0)),
+            raw.interface.map(|i| Locator::Interface(i.0)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let locator = match given.len() {
             1 => given.remove(0),
             0 => {
-                return Err(err(
+                return Err(ConfigError(
                     "set one of `device` (e.g. \"/dev/ptp0\"), `clock-name` (e.g. \"ptp_kvm\") or `interface` (e.g. \"eth0\")"
                         .to_owned(),
                 ));
             }
             _ => {
                 let keys: Vec<String> = given.iter().map(|l| format!("`{}`", l.key())).collect();
-                return Err(err(format!(
+                return Err(ConfigError(format!(
                     "{} select the clock in different ways; set only one",
                     keys.join(" and ")
                 )));
             }
         };
-
-        let method = match &raw.method {
-            None => MethodChoice::Auto,
-            Some(v) => match choice("method", v, &["auto", "precise", "extended", "standard"])? {
-                "precise" => MethodChoice::Precise,
-                "extended" => MethodChoice::Extended,
-                "standard" => MethodChoice::Standard,
-                _ => MethodChoice::Auto,
-            },
-        };
-
-        let readings = match &raw.readings {
-            None => DEFAULT_READINGS,
-            Some(v) => {
-                let n = integer("readings", v)?;
-                if !(1..=i64::from(MAX_READINGS)).contains(&n) {
-                    return Err(err(format!(
-                        "`readings` = {n} is out of range: 1 to {MAX_READINGS} readings per sample"
-                    )));
-                }
-                n as u32
+        let timescale = match (raw.timescale, raw.tai_offset) {
+            (Some(TimescaleKey::Tai), offset) => Timescale::Tai(offset.map(|o| o.0)),
+            (_, Some(_)) => {
+                return Err(ConfigError(
+                    "`tai-offset` only applies with `timescale` = \"tai\"".to_owned(),
+                ));
             }
+            (Some(TimescaleKey::Utc) | None, None) => Timescale::Utc,
         };
-
-        let tai = match &raw.timescale {
-            None => false,
-            Some(v) => choice("timescale", v, &["utc", "tai"])? == "tai",
-        };
-        let tai_offset = match &raw.tai_offset {
-            None => None,
-            Some(v) => {
-                let n = integer("tai-offset", v)?;
-                if !TAI_OFFSET_RANGE.contains(&n) {
-                    return Err(err(format!(
-                        "`tai-offset` = {n} s is implausible: TAI-UTC is 37 s since 2017 (accepted: {} to {})",
-                        TAI_OFFSET_RANGE.start(),
-                        TAI_OFFSET_RANGE.end()
-                    )));
-                }
-                if !tai {
-                    return Err(err(
-                        "`tai-offset` only applies with `timescale` = \"tai\"".to_owned()
-                    ));
-                }
-                Some(n)
-            }
-        };
-        let timescale = if tai {
-            Timescale::Tai(tai_offset)
-        } else {
-            Timescale::Utc
-        };
-
-        let offset_ns = match &raw.offset {
-            None => 0,
-            Some(v) => {
-                let s = v
-                    .as_f64()
-                    .filter(|s| s.is_finite())
-                    .ok_or_else(|| err(format!("`offset` must be a number of seconds, not {v}")))?;
-                if s.abs() > MAX_OFFSET_S {
-                    return Err(err(format!(
-                        "`offset` = {s} s is out of range (at most {MAX_OFFSET_S} s either way)"
-                    )));
-                }
-                (s * NS_PER_S as f64).round() as i64
-            }
-        };
-
         Ok(Config {
             locator,
-            method,
-            readings,
+            method: raw.method.and_then(|m| m.0),
+            readings: raw.readings.map_or(DEFAULT_READINGS, |r| r.0),
             timescale,
-            offset_ns,
+            offset_ns: raw.offset.map_or(0, |o| o.0),
         })
     }
 }
@@ -269,8 +303,8 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Config, String> {
-        let raw: RawConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        Config::from_raw(raw).map_err(|e| e.to_string())
+        let raw: ConfigToml = ntpd_plugin_api::parse_config(json)?;
+        Config::try_from(raw).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -280,7 +314,7 @@ mod tests {
             c,
             Config {
                 locator: Locator::Device("/dev/ptp0".into()),
-                method: MethodChoice::Auto,
+                method: None,
                 readings: DEFAULT_READINGS,
                 timescale: Timescale::Utc,
                 offset_ns: 0,
@@ -296,66 +330,114 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.locator, Locator::Interface("enp1s0".into()));
-        assert_eq!(c.method, MethodChoice::Extended);
+        assert_eq!(c.method, Some(Method::Extended));
         assert_eq!(c.readings, 25);
         assert_eq!(c.timescale, Timescale::Tai(Some(37)));
         assert_eq!(c.offset_ns, -1500);
         let c =
             parse(r#"{"clock-name": "ptp_kvm", "method": "precise", "timescale": "tai"}"#).unwrap();
         assert_eq!(c.locator, Locator::ClockName("ptp_kvm".into()));
-        assert_eq!(c.method, MethodChoice::Precise);
+        assert_eq!(c.method, Some(Method::Precise));
         assert_eq!(c.timescale, Timescale::Tai(None));
         let c =
             parse(r#"{"device": "/dev/ptp_kvm", "method": "standard", "readings": 1}"#).unwrap();
-        assert_eq!(c.method, MethodChoice::Standard);
+        assert_eq!(c.method, Some(Method::Standard));
         assert_eq!(c.readings, 1);
     }
 
     #[test]
     fn errors_are_one_line_and_name_the_key() {
-        for (json, key) in [
-            (r#"{"devcie": "/dev/ptp0"}"#, "devcie"),
-            (r#"{"device": 0}"#, "`device`"),
-            (r#"{"device": ""}"#, "`device`"),
-            (r#"{"device": "ptp0"}"#, "`device`"),
-            (r#"{"clock-name": "a/b"}"#, "`clock-name`"),
-            (r#"{"interface": "much-too-long-name0"}"#, "`interface`"),
-            (r#"{"interface": "../x"}"#, "`interface`"),
-            (r#"{}"#, "`device`"),
+        for (json, want) in [
+            (
+                r#"{"devcie": "/dev/ptp0"}"#,
+                "devcie: unknown field `devcie`",
+            ),
+            (
+                r#"{"device": 0}"#,
+                "device: invalid type: integer `0`, expected a string",
+            ),
+            (r#"{"device": ""}"#, "device: must not be empty"),
+            (
+                r#"{"device": "ptp0"}"#,
+                "device: \"ptp0\" must be an absolute path",
+            ),
+            (
+                r#"{"clock-name": "a/b"}"#,
+                "clock-name: \"a/b\" is not a clock name",
+            ),
+            (
+                r#"{"interface": "much-too-long-name0"}"#,
+                "interface: \"much-too-long-name0\" is not a network interface name",
+            ),
+            (
+                r#"{"interface": "../x"}"#,
+                "interface: \"../x\" is not a network",
+            ),
+            (r#"{}"#, "set one of `device`"),
             (
                 r#"{"device": "/dev/ptp0", "clock-name": "igb"}"#,
-                "`clock-name`",
+                "`device` and `clock-name` select the clock in different ways",
             ),
-            (r#"{"device": "/dev/ptp0", "method": "fast"}"#, "`method`"),
-            (r#"{"device": "/dev/ptp0", "method": 1}"#, "`method`"),
-            (r#"{"device": "/dev/ptp0", "readings": 0}"#, "`readings`"),
-            (r#"{"device": "/dev/ptp0", "readings": 26}"#, "`readings`"),
+            (
+                r#"{"device": "/dev/ptp0", "method": "fast"}"#,
+                "method: \"fast\" is not a method; valid: auto, precise",
+            ),
+            (
+                r#"{"device": "/dev/ptp0", "method": 1}"#,
+                "method: invalid type",
+            ),
+            (
+                r#"{"device": "/dev/ptp0", "readings": 0}"#,
+                "readings: 0 is out of range: 1 to 25",
+            ),
+            (
+                r#"{"device": "/dev/ptp0", "readings": 26}"#,
+                "readings: 26 is out of range",
+            ),
             (
                 r#"{"device": "/dev/ptp0", "readings": "ten"}"#,
-                "`readings`",
+                "readings: invalid type",
             ),
-            (r#"{"device": "/dev/ptp0", "readings": 2.5}"#, "`readings`"),
+            (
+                r#"{"device": "/dev/ptp0", "readings": 2.5}"#,
+                "readings: invalid type",
+            ),
+            (
+                r#"{"device": "/dev/ptp0", "readings": -1}"#,
+                "readings: invalid value",
+            ),
             (
                 r#"{"device": "/dev/ptp0", "timescale": "gps"}"#,
-                "`timescale`",
+                "timescale: unknown variant `gps`, expected `utc` or `tai`",
             ),
             (
                 r#"{"device": "/dev/ptp0", "timescale": "tai", "tai-offset": 3700}"#,
-                "`tai-offset`",
+                "tai-offset: 3700 s is implausible",
             ),
             (
                 r#"{"device": "/dev/ptp0", "timescale": "tai", "tai-offset": "37"}"#,
-                "`tai-offset`",
+                "tai-offset: invalid type",
             ),
             (
                 r#"{"device": "/dev/ptp0", "tai-offset": 37}"#,
-                "`tai-offset`",
+                "`tai-offset` only applies with `timescale` = \"tai\"",
             ),
-            (r#"{"device": "/dev/ptp0", "offset": "1ms"}"#, "`offset`"),
-            (r#"{"device": "/dev/ptp0", "offset": 1e9}"#, "`offset`"),
+            (
+                r#"{"device": "/dev/ptp0", "timescale": "utc", "tai-offset": 37}"#,
+                "`tai-offset` only applies",
+            ),
+            (
+                r#"{"device": "/dev/ptp0", "offset": "1ms"}"#,
+                "offset: invalid type",
+            ),
+            (
+                r#"{"device": "/dev/ptp0", "offset": 1e9}"#,
+                "offset: 1000000000 s is out of range",
+            ),
         ] {
             let e = parse(json).expect_err(json);
-            assert!(e.contains(key), "{json}: {e}");
+            assert!(e.starts_with("invalid plugin config: "), "{json}: {e}");
+            assert!(e.contains(want), "{json}:\n want {want}\n got  {e}");
             assert!(!e.contains('\n'), "{json}: {e}");
         }
     }

@@ -15,7 +15,7 @@ use crate::locate::LocateError;
 use crate::process::BatchError;
 
 /// How to let the daemon read the clock, for permission errors.
-pub const ACCESS_HINT: &str = "grant read access to the user ntpd-host runs as: add it to the device's group (see `ls -l`), or install a udev rule such as SUBSYSTEM==\"ptp\", GROUP=\"ntpd-rs\", MODE=\"0640\"";
+pub const ACCESS_HINT: &str = "let the plugin workers read it: the package's udev rule gives PTP clocks to group ntpd-host (SUBSYSTEM==\"ptp\", GROUP=\"ntpd-host\", MODE=\"0640\"), or add the device's group (see `ls -l`) to [ntpd-host] worker-groups";
 
 /// Everything that can go wrong in this plugin.
 #[derive(Debug, Error)]
@@ -34,7 +34,21 @@ pub enum PhcError {
         /// The clocks that do exist.
         present: String,
     },
-    /// No permission to open or read the device.
+    /// No permission to open the device: unavailable, retried, because a
+    /// device that has just appeared may still be waiting for the udev rule
+    /// that gives the worker's group access to it.
+    #[error(
+        "no permission to open PTP clock {label} ({errno}); will retry (a new device may still be \
+         waiting for its udev rule); if this lasts: {hint}",
+        hint = ACCESS_HINT
+    )]
+    OpenDenied {
+        /// The device.
+        label: String,
+        /// Its errno.
+        errno: Errno,
+    },
+    /// No permission to read the open device.
     #[error("no permission to read PTP clock {label} ({op}: {errno}); {hint}", hint = ACCESS_HINT)]
     Denied {
         /// The device.
@@ -138,15 +152,16 @@ impl PhcError {
     /// The host-facing kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            PhcError::Locate(e) if e.may_appear_later() => ErrorKind::UNAVAILABLE,
             PhcError::Config(_)
             | PhcError::Denied { .. }
             | PhcError::NotAPhc { .. }
-            | PhcError::MethodUnsupported { .. } => ErrorKind::CONFIGURATION,
-            PhcError::Locate(e) if e.may_appear_later() => ErrorKind::UNAVAILABLE,
-            PhcError::Locate(_) => ErrorKind::CONFIGURATION,
-            PhcError::Missing { .. } | PhcError::Gone { .. } | PhcError::Failed { .. } => {
-                ErrorKind::UNAVAILABLE
-            }
+            | PhcError::MethodUnsupported { .. }
+            | PhcError::Locate(_) => ErrorKind::CONFIGURATION,
+            PhcError::Missing { .. }
+            | PhcError::OpenDenied { .. }
+            | PhcError::Gone { .. }
+            | PhcError::Failed { .. } => ErrorKind::UNAVAILABLE,
             PhcError::Busy { .. } | PhcError::Batch { .. } => ErrorKind::TRANSIENT,
             PhcError::Tai { transient, .. } => {
                 if *transient {
@@ -227,6 +242,22 @@ mod tests {
             assert!(p.message.contains("/dev/ptp0"), "{}", p.message);
             assert!(!p.message.contains('\n'), "{}", p.message);
         }
+    }
+
+    #[test]
+    fn a_denied_open_is_retried_and_says_how_to_grant_access() {
+        let e = PhcError::OpenDenied {
+            label: "/dev/ptp0".into(),
+            errno: Errno(libc::EACCES),
+        };
+        assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
+        let m = e.to_string();
+        assert!(
+            m.starts_with("no permission to open PTP clock /dev/ptp0 (EACCES); will retry")
+                && m.contains("udev rule")
+                && m.contains("group"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -17,11 +17,25 @@
 //! host should do.
 
 #![deny(unsafe_code)]
+// Tests build fixtures from small literals and compare exact values.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        clippy::cast_lossless,
+        clippy::float_cmp,
+        clippy::unnecessary_wraps
+    )
+)]
 
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod locate;
+pub mod platform;
 pub mod process;
 pub mod source;
 #[allow(unsafe_code)]
@@ -35,10 +49,11 @@ use ntpd_plugin_api::{
 };
 use serde_json::json;
 
-use crate::config::{Config, RawConfig, Timescale};
+use crate::config::{Config, ConfigToml, Timescale};
 use crate::device::{Errno, ErrnoClass, PhcDevice};
 use crate::error::PhcError;
 use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
+use crate::platform::{Platform, PlatformSources, ReferenceState, find_sources};
 use crate::source::{
     PRECISION_BATCHES, Reader, TaiSource, detect, estimate_precision, kernel_tai_value,
 };
@@ -52,6 +67,9 @@ pub struct PtpPlugin;
 pub struct PtpSource<D: PhcDevice = Phc> {
     reader: Reader<D>,
     capabilities: Capabilities,
+    /// The platform's view (ENA's error bound, a vmclock page), read with
+    /// every sample.
+    platform: Platform,
 }
 
 /// Where the plugin looks clocks up: sysfs, device nodes and the ethtool
@@ -82,15 +100,41 @@ fn kernel_tai() -> Result<i32, Errno> {
     sys::kernel_tai_offset().map_err(Errno)
 }
 
+/// How often, and how far apart, an `open` refused for lack of permission
+/// is tried again before init reports it: a device that has just appeared
+/// gets its group from udev a few milliseconds later.
+pub const DENIED_OPEN_TRIES: u32 = 10;
+/// See [`DENIED_OPEN_TRIES`].
+pub const DENIED_OPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Opens the PHC, mapping `open` failures with [`open_error`].
 fn open(path: &Path, label: &str, roots: Roots<'_>) -> Result<Phc, PhcError> {
-    Phc::open(path).map_err(|e| {
-        open_error(
-            label,
-            Errno(e.raw_os_error().unwrap_or(libc::EIO)),
-            roots.sys,
-        )
-    })
+    let errno = |e: std::io::Error| Errno(e.raw_os_error().unwrap_or(libc::EIO));
+    let opened = retry_denied(
+        || Phc::open(path).map_err(errno),
+        || {
+            std::thread::sleep(DENIED_OPEN_PAUSE);
+        },
+    );
+    opened.map_err(|e| open_error(label, e, roots.sys))
+}
+
+/// Calls `open` up to [`DENIED_OPEN_TRIES`] times while it fails for lack
+/// of permission, with `pause` between the attempts.
+pub fn retry_denied<T>(
+    mut open: impl FnMut() -> Result<T, Errno>,
+    mut pause: impl FnMut(),
+) -> Result<T, Errno> {
+    let mut tries = 1;
+    loop {
+        match open() {
+            Err(e) if e.class() == ErrnoClass::Denied && tries < DENIED_OPEN_TRIES => {
+                tries += 1;
+                pause();
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The error for a failed `open`: a missing path (ENOENT, or ENODEV/ENXIO
@@ -102,6 +146,10 @@ pub fn open_error(label: &str, errno: Errno, sys: &Path) -> PhcError {
             label: label.to_owned(),
             present: describe_clocks(&list_clocks(sys)),
         },
+        ErrnoClass::Denied => PhcError::OpenDenied {
+            label: label.to_owned(),
+            errno,
+        },
         _ => source::errno_error(label, "open", errno, true),
     }
 }
@@ -110,11 +158,49 @@ impl<D: PhcDevice> PtpSource<D> {
     /// A source for a device that is already open: detects the read method
     /// and measures the read delay (see [`start`]).
     pub fn from_device(dev: D, config: &Config, setup: &Setup) -> Result<Self, PhcError> {
-        let (reader, capabilities) = start(dev, config, setup)?;
+        let (reader, mut capabilities) = start(dev, config, setup)?;
+        let platform = Platform::new(setup.platform.clone());
+        if !platform.sources.is_empty() {
+            let mut ext: serde_json::Value =
+                serde_json::from_str(capabilities.extensions.as_str()).unwrap_or(json!({}));
+            ext["platform"] = json!({
+                "ena-error-bound": platform.sources.ena_error_bound,
+                "vmclock": platform.sources.vmclock,
+            });
+            capabilities.extensions = ext.to_string().into();
+        }
         Ok(PtpSource {
             reader,
             capabilities,
+            platform,
         })
+    }
+
+    /// One sample with the platform's view added: the reference's error
+    /// bound, when the platform publishes one; a disruption (the vmclock
+    /// marker changed) ends this sample as [`ErrorKind::DISRUPTED`] instead.
+    fn sample_with_platform(&mut self) -> Result<Sample, PluginError> {
+        let mut sample = self.reader.sample()?;
+        if self.platform.sources.is_empty() {
+            return Ok(sample);
+        }
+        let utc = i128::from(sample.system_time_ns) + i128::from(sample.offset_ns);
+        let (report, _unreadable) = self.platform.read(utc);
+        if report.disrupted {
+            return Err(PluginError::disrupted(format!(
+                "PTP clock {}: the platform reports a disruption of the VM's clock (vmclock \
+                 marker changed: a live migration); earlier samples no longer hold",
+                self.reader.label()
+            )));
+        }
+        if report.state == ReferenceState::Unreliable {
+            return Err(PluginError::transient(format!(
+                "PTP clock {}: the platform says its clock is unreliable (vmclock status)",
+                self.reader.label()
+            )));
+        }
+        sample.reference_error_ns = report.reference_error_ns.unwrap_or(0);
+        Ok(sample)
     }
 }
 
@@ -147,7 +233,11 @@ impl PtpSource<Phc> {
             .ok()
             .and_then(|m| clock_for_rdev(&clocks, m.rdev()).cloned());
 
+        let platform = entry.as_ref().map_or_else(PlatformSources::default, |e| {
+            find_sources(roots.sys, roots.dev, &e.name, e.clock_name.as_deref())
+        });
         let setup = Setup {
+            platform,
             label,
             path: target.path.display().to_string(),
             entry,
@@ -161,6 +251,8 @@ impl PtpSource<Phc> {
 /// What `init` knows about the clock before it reads it.
 #[derive(Clone, Debug)]
 pub struct Setup {
+    /// Where the platform publishes its view of this clock.
+    pub platform: PlatformSources,
     /// How messages name the clock.
     pub label: String,
     /// The device path opened.
@@ -269,8 +361,8 @@ impl Plugin for PtpPlugin {
     }
 
     fn init(ctx: InitContext<'_>) -> Result<PtpSource, PluginError> {
-        let raw: RawConfig = ctx.config()?;
-        let config = Config::from_raw(raw).map_err(PhcError::from)?;
+        let raw: ConfigToml = ctx.config()?;
+        let config = Config::try_from(raw).map_err(PhcError::from)?;
         Ok(PtpSource::open(&config, Roots::system())?)
     }
 }
@@ -281,7 +373,7 @@ impl<D: PhcDevice + 'static> Source for PtpSource<D> {
     }
 
     fn sample(&mut self) -> Result<Sample, PluginError> {
-        Ok(self.reader.sample()?)
+        self.sample_with_platform()
     }
 }
 
@@ -299,8 +391,8 @@ mod tests {
     }
 
     fn open_in(json: &str, scratch: &Scratch) -> Result<PtpSource, PhcError> {
-        let raw: RawConfig = serde_json::from_str(json).unwrap();
-        let config = Config::from_raw(raw).unwrap();
+        let raw: ConfigToml = serde_json::from_str(json).unwrap();
+        let config = Config::try_from(raw).unwrap();
         PtpSource::open(
             &config,
             Roots {
@@ -379,13 +471,17 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.kind, ErrorKind::CONFIGURATION);
-        assert!(e.message.contains("`readings`"), "{}", e.message);
+        assert_eq!(
+            e.message.as_str(),
+            "invalid plugin config: readings: 99 is out of range: 1 to 25 readings per sample"
+        );
         let e = init("").err().unwrap();
         assert!(e.message.contains("`device`"), "{}", e.message);
     }
 
     fn setup(tai: TaiSource) -> Setup {
         Setup {
+            platform: PlatformSources::default(),
             label: "/dev/ptp_kvm".into(),
             path: "/dev/ptp_kvm".into(),
             entry: Some(locate::ClockEntry {
@@ -399,7 +495,7 @@ mod tests {
     }
 
     fn config(json: &str) -> Config {
-        Config::from_raw(serde_json::from_str(json).unwrap()).unwrap()
+        Config::try_from(serde_json::from_str::<ConfigToml>(json).unwrap()).unwrap()
     }
 
     fn extensions(caps: &Capabilities) -> serde_json::Value {
@@ -432,6 +528,56 @@ mod tests {
         assert!(caps.description.contains("PTP_SYS_OFFSET_EXTENDED x10"));
         // The reader goes on with the next batch, not a new detection.
         assert_eq!(reader.sample().unwrap().error_ns, 155);
+    }
+
+    #[test]
+    fn samples_carry_the_platform_bound_and_a_disruption_ends_one_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let ena = dir.path().join("phc_error_bound");
+        let vmclock = dir.path().join("vmclock0");
+        std::fs::write(&ena, "1500\n").unwrap();
+        // A minimal vmclock page (magic, size 32, version 1, no counter):
+        // only its disruption marker (at byte 16) matters here.
+        let page = |marker: u64| {
+            let mut b = vec![0u8; 32];
+            b[0..4].copy_from_slice(&0x4b4c_4356u32.to_le_bytes());
+            b[4..8].copy_from_slice(&32u32.to_le_bytes());
+            b[8..10].copy_from_slice(&1u16.to_le_bytes());
+            b[10] = 0xff;
+            b[16..24].copy_from_slice(&marker.to_le_bytes());
+            b
+        };
+        std::fs::write(&vmclock, page(1)).unwrap();
+        let mut f = Fake::with_caps(true);
+        for _ in 0..8 {
+            f.precise.push_back(Ok(precise_batch(1_000)));
+        }
+        let mut s = setup(TaiSource::None);
+        s.platform = PlatformSources {
+            ena_error_bound: Some(ena.clone()),
+            vmclock: Some(vmclock.clone()),
+        };
+        let mut src =
+            PtpSource::from_device(f, &config(r#"{"device": "/dev/ptp_kvm"}"#), &s).unwrap();
+        let ext = extensions(&src.capabilities().unwrap());
+        assert_eq!(
+            ext["platform"]["ena-error-bound"],
+            ena.display().to_string()
+        );
+        let first = src.sample().unwrap();
+        assert_eq!(first.reference_error_ns, 1500);
+        assert_eq!(first.offset_ns, 1_000);
+        // A live migration: the marker changes; that sample is a disruption.
+        std::fs::write(&vmclock, page(2)).unwrap();
+        let e = src.sample().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DISRUPTED);
+        assert!(e.message.contains("live migration"), "{}", e.message);
+        // The next sample is good again.
+        std::fs::write(&ena, "2500\n").unwrap();
+        assert_eq!(src.sample().unwrap().reference_error_ns, 2500);
+        // An unreadable bound is left out, not an error.
+        std::fs::remove_file(&ena).unwrap();
+        assert_eq!(src.sample().unwrap().reference_error_ns, 0);
     }
 
     #[test]
@@ -504,6 +650,45 @@ mod tests {
     }
 
     #[test]
+    fn a_denied_open_is_tried_again_briefly() {
+        let mut calls = 0;
+        let mut pauses = 0;
+        // Granted on the third try (udev was a little late).
+        let r = retry_denied(
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(Errno(libc::EACCES))
+                } else {
+                    Ok(7)
+                }
+            },
+            || pauses += 1,
+        );
+        assert_eq!((r, calls, pauses), (Ok(7), 3, 2));
+        // Never granted: reported after the last try.
+        let mut calls = 0;
+        let r: Result<(), Errno> = retry_denied(
+            || {
+                calls += 1;
+                Err(Errno(libc::EPERM))
+            },
+            || {},
+        );
+        assert_eq!((r, calls), (Err(Errno(libc::EPERM)), DENIED_OPEN_TRIES));
+        // Other errors are not retried.
+        let mut calls = 0;
+        let r: Result<(), Errno> = retry_denied(
+            || {
+                calls += 1;
+                Err(Errno(libc::ENOENT))
+            },
+            || {},
+        );
+        assert_eq!((r, calls), (Err(Errno(libc::ENOENT)), 1));
+    }
+
+    #[test]
     fn open_errors() {
         let s = Scratch::new();
         s.clock("ptp0", "igb", "246:0");
@@ -517,10 +702,11 @@ mod tests {
         }
         for errno in [libc::EACCES, libc::EPERM] {
             let e = open_error("/dev/ptp0", Errno(errno), &s.0);
-            assert_eq!(e.kind(), ErrorKind::CONFIGURATION);
+            // Retried: udev may not have applied its rule to a new device yet.
+            assert_eq!(e.kind(), ErrorKind::UNAVAILABLE);
             let m = e.to_string();
             assert!(
-                m.starts_with("no permission to read PTP clock /dev/ptp0 (open: "),
+                m.starts_with("no permission to open PTP clock /dev/ptp0 ("),
                 "{m}"
             );
             assert!(m.contains("udev rule") && m.contains("group"), "{m}");

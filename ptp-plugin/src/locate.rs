@@ -87,7 +87,10 @@ pub fn describe_clocks(clocks: &[ClockEntry]) -> String {
 pub fn dev_major_minor(rdev: u64) -> (u32, u32) {
     let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
     let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    (major as u32, minor as u32)
+    // Linux majors and minors are 32 bits wide (12 + 20 and 8 + 24 bits from
+    // the 64-bit dev_t): the masks above leave no more.
+    let narrow = |v: u64| u32::try_from(v & 0xffff_ffff).expect("masked to 32 bits");
+    (narrow(major), narrow(minor))
 }
 
 /// The `/sys/class/ptp` entry of an opened device, by device number.

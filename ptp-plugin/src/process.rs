@@ -89,7 +89,7 @@ pub enum BatchError {
 /// timestamp is rejected too: no kernel clock reads exactly the epoch, but
 /// an untouched (zeroed) slot does.
 fn ns(s: Stamp) -> Option<i128> {
-    if s.nsec >= NS_PER_S as u32 || (s.sec == 0 && s.nsec == 0) {
+    if i64::from(s.nsec) >= NS_PER_S || (s.sec == 0 && s.nsec == 0) {
         return None;
     }
     Some(i128::from(s.sec) * i128::from(NS_PER_S) + i128::from(s.nsec))
@@ -186,7 +186,7 @@ fn process_bracketed(brackets: &[crate::device::Bracket]) -> Result<Measurement,
         system_time_ns: i64::try_from(system).map_err(|_| BatchError::Overflow)?,
         offset_ns: i64::try_from(offset).map_err(|_| BatchError::Overflow)?,
         error_ns: u64::try_from(error).map_err(|_| BatchError::Overflow)?,
-        readings: band.len() as u32,
+        readings: u32::try_from(band.len()).map_err(|_| BatchError::Overflow)?,
         min_delay_ns: u64::try_from(min).map_err(|_| BatchError::Overflow)?,
     })
 }

@@ -3,7 +3,6 @@
 
 use ntpd_plugin_api::{ReadMethod, Sample};
 
-use crate::config::MethodChoice;
 use crate::device::{Caps, Errno, ErrnoClass, PhcDevice, RawBatch};
 use crate::error::PhcError;
 use crate::process::{BatchError, DelayFilter, Measurement, process, to_utc_offset};
@@ -30,6 +29,9 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order detection tries them.
+    pub const ALL: [Method; 3] = [Method::Precise, Method::Extended, Method::Standard];
+
     /// The configuration name.
     pub fn name(self) -> &'static str {
         match self {
@@ -108,7 +110,7 @@ pub struct Detection {
 pub fn detect<D: PhcDevice>(
     dev: &mut D,
     label: &str,
-    choice: MethodChoice,
+    forced: Option<Method>,
     readings: u32,
 ) -> Result<Detection, PhcError> {
     let caps = {
@@ -131,7 +133,7 @@ pub fn detect<D: PhcDevice>(
     };
 
     let mut skipped = Vec::new();
-    let candidates: Vec<Method> = match forced(choice) {
+    let candidates: Vec<Method> = match forced {
         Some(method) => vec![method],
         None => {
             let mut m = Vec::with_capacity(3);
@@ -189,7 +191,7 @@ pub fn detect<D: PhcDevice>(
 
     let label = label.to_owned();
     let detail = skipped.join("; ");
-    Err(match (gone, forced(choice)) {
+    Err(match (gone, forced) {
         (Some((method, errno)), _) => PhcError::Gone {
             label,
             op: method.request(),
@@ -202,16 +204,6 @@ pub fn detect<D: PhcDevice>(
         },
         (None, None) => PhcError::NoMethod { label, detail },
     })
-}
-
-/// The one method a `method` setting other than `auto` forces.
-pub fn forced(choice: MethodChoice) -> Option<Method> {
-    match choice {
-        MethodChoice::Auto => None,
-        MethodChoice::Precise => Some(Method::Precise),
-        MethodChoice::Extended => Some(Method::Extended),
-        MethodChoice::Standard => Some(Method::Standard),
-    }
 }
 
 /// The precision estimate (ns) and the smallest read delay (ns) from the
@@ -482,7 +474,7 @@ pub(crate) mod tests {
         let mut f = Fake::with_caps(true);
         f.precise.push_back(Ok(precise_batch(7)));
         f.extended.push_back(Ok(bracketed(5, 300, 7)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 5).unwrap();
+        let d = detect(&mut f, L, None, 5).unwrap();
         assert_eq!(d.method, Method::Precise);
         assert_eq!(d.first.offset_ns, 7);
         assert_eq!(f.calls, ["caps", "precise"]);
@@ -493,7 +485,7 @@ pub(crate) mod tests {
         // The igb case: extended and standard only.
         let mut f = Fake::with_caps(false);
         f.extended.push_back(Ok(bracketed(5, 400, -3)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 5).unwrap();
+        let d = detect(&mut f, L, None, 5).unwrap();
         assert_eq!(d.method, Method::Extended);
         assert_eq!(f.calls, ["caps", "extended(5)"]);
         assert!(d.skipped[0].contains("cross-timestamp"));
@@ -504,7 +496,7 @@ pub(crate) mod tests {
         // A driver with only .gettime64: precise and extended EOPNOTSUPP.
         let mut f = Fake::with_caps(true);
         f.standard.push_back(Ok(bracketed(7, 500, 11)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 7).unwrap();
+        let d = detect(&mut f, L, None, 7).unwrap();
         assert_eq!(d.method, Method::Standard);
         assert_eq!(d.first.offset_ns, 11);
         assert_eq!(f.calls, ["caps", "precise", "extended(7)", "standard(7)"]);
@@ -517,7 +509,7 @@ pub(crate) mod tests {
         let mut f = Fake::with_caps(false);
         f.extended.push_back(Ok(RawBatch::Bracketed(vec![])));
         f.standard.push_back(Ok(bracketed(3, 600, 1)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 3).unwrap();
+        let d = detect(&mut f, L, None, 3).unwrap();
         assert_eq!(d.method, Method::Standard);
         assert!(d.skipped[1].contains("no readings"), "{:?}", d.skipped);
     }
@@ -527,14 +519,14 @@ pub(crate) mod tests {
         let mut f = Fake::with_caps(true);
         f.precise.push_back(Err(e(libc::EBUSY)));
         f.precise.push_back(Ok(precise_batch(1)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 5).unwrap();
+        let d = detect(&mut f, L, None, 5).unwrap();
         assert_eq!(d.method, Method::Precise);
 
         let mut f = Fake::with_caps(true);
         f.repeat_last = true;
         f.precise.push_back(Err(e(libc::EINTR)));
         f.extended.push_back(Ok(bracketed(5, 300, 0)));
-        let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+        let err = detect(&mut f, L, None, 5).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TRANSIENT);
         assert!(err.to_string().contains("EINTR"), "{err}");
         assert_eq!(f.calls.len(), 1 + DETECT_ATTEMPTS);
@@ -550,7 +542,7 @@ pub(crate) mod tests {
         }]);
         f.extended.push_back(Ok(stepped));
         f.extended.push_back(Ok(bracketed(5, 300, 2)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 5).unwrap();
+        let d = detect(&mut f, L, None, 5).unwrap();
         assert_eq!(d.method, Method::Extended);
         assert_eq!(f.calls, ["caps", "extended(5)", "extended(5)"]);
     }
@@ -562,7 +554,7 @@ pub(crate) mod tests {
         let mut f = Fake::with_caps(true);
         f.precise.push_back(Err(e(libc::ENODEV)));
         f.extended.push_back(Ok(bracketed(5, 300, 2)));
-        let d = detect(&mut f, L, MethodChoice::Auto, 5).unwrap();
+        let d = detect(&mut f, L, None, 5).unwrap();
         assert_eq!(d.method, Method::Extended);
     }
 
@@ -570,7 +562,7 @@ pub(crate) mod tests {
     fn enodev_from_precise_then_other_failures_is_not_gone() {
         let mut f = Fake::with_caps(true);
         f.precise.push_back(Err(e(libc::ENODEV)));
-        let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+        let err = detect(&mut f, L, None, 5).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FATAL, "{err}");
         assert!(err.to_string().contains("precise: ENODEV"), "{err}");
     }
@@ -582,7 +574,7 @@ pub(crate) mod tests {
         f.precise.push_back(Err(e(libc::ENODEV)));
         f.extended.push_back(Err(e(libc::ENODEV)));
         f.standard.push_back(Err(e(libc::ENODEV)));
-        let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+        let err = detect(&mut f, L, None, 5).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UNAVAILABLE);
         assert!(err.to_string().contains("/dev/ptp0") && err.to_string().contains("ENODEV"));
     }
@@ -599,7 +591,7 @@ pub(crate) mod tests {
         ] {
             let mut f = Fake::default();
             f.caps.push_back(Err(e(errno)));
-            let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+            let err = detect(&mut f, L, None, 5).unwrap_err();
             assert_eq!(err.kind(), kind, "{err}");
             assert!(err.to_string().contains("/dev/ptp0"), "{err}");
         }
@@ -607,10 +599,7 @@ pub(crate) mod tests {
         f.caps.push_back(Err(e(libc::EAGAIN)));
         f.caps.push_back(Ok(Caps::default()));
         f.standard.push_back(Ok(bracketed(1, 100, 0)));
-        assert_eq!(
-            detect(&mut f, L, MethodChoice::Auto, 1).unwrap().method,
-            Method::Standard
-        );
+        assert_eq!(detect(&mut f, L, None, 1).unwrap().method, Method::Standard);
     }
 
     #[test]
@@ -618,7 +607,7 @@ pub(crate) mod tests {
         let mut f = Fake::with_caps(true);
         f.precise.push_back(Err(e(libc::EPERM)));
         f.extended.push_back(Ok(bracketed(5, 300, 2)));
-        let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+        let err = detect(&mut f, L, None, 5).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::CONFIGURATION);
         assert!(err.to_string().contains("udev rule"));
     }
@@ -628,7 +617,7 @@ pub(crate) mod tests {
         let mut f = Fake::with_caps(true);
         f.precise.push_back(Ok(precise_batch(1)));
         f.standard.push_back(Ok(bracketed(4, 500, 9)));
-        let d = detect(&mut f, L, MethodChoice::Standard, 4).unwrap();
+        let d = detect(&mut f, L, Some(Method::Standard), 4).unwrap();
         assert_eq!(d.method, Method::Standard);
         assert_eq!(f.calls, ["caps", "standard(4)"]);
 
@@ -636,7 +625,7 @@ pub(crate) mod tests {
         // a configuration error naming the key.
         let mut f = Fake::with_caps(false);
         f.extended.push_back(Ok(bracketed(4, 500, 9)));
-        let err = detect(&mut f, L, MethodChoice::Precise, 4).unwrap_err();
+        let err = detect(&mut f, L, Some(Method::Precise), 4).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::CONFIGURATION);
         let msg = err.to_string();
         assert!(
@@ -650,7 +639,7 @@ pub(crate) mod tests {
     fn nothing_works_is_fatal_with_every_reason() {
         let mut f = Fake::with_caps(true);
         f.standard.push_back(Ok(RawBatch::Bracketed(vec![])));
-        let err = detect(&mut f, L, MethodChoice::Auto, 5).unwrap_err();
+        let err = detect(&mut f, L, None, 5).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FATAL);
         let msg = err.to_string();
         assert!(

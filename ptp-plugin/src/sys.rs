@@ -218,7 +218,7 @@ pub fn ethtool_phc_index(iface: &str) -> Result<Option<u32>, i32> {
     // of integers and pointers, for which all-zero bytes are valid.
     let mut req: libc::ifreq = unsafe { mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolTsInfo).cast();
     // SAFETY: `req` holds a NUL-terminated name (zeroed, name shorter than

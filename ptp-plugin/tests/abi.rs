@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use abi_stable::library::lib_header_from_path;
-use ntpd_plugin_api::{API_VERSION, ErrorKind, InitRequest, PluginModuleRef};
+use ntpd_plugin_api::{ErrorKind, InitRequest, PluginModuleRef, SDK_VERSION};
 
 /// The cdylib cargo built next to this test binary (`target/<profile>/deps`).
 fn plugin_path() -> PathBuf {
@@ -37,7 +37,7 @@ fn the_library_exports_a_compatible_module() {
     let module = module();
     let info = (module.info())();
     assert_eq!(info.name.as_str(), "ptp");
-    assert_eq!(info.api_version.as_str(), API_VERSION);
+    assert_eq!(info.sdk_version.as_str(), SDK_VERSION);
     assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
 
     // Errors cross the boundary with their kind and one-line message.
@@ -54,5 +54,11 @@ fn the_library_exports_a_compatible_module() {
     assert_eq!(e.kind, ErrorKind::CONFIGURATION);
     let e = init(module, r#"{"method": "fast", "device": "/dev/ptp0"}"#).unwrap_err();
     assert_eq!(e.kind, ErrorKind::CONFIGURATION);
-    assert!(e.message.contains("`method`"), "{}", e.message);
+    assert!(
+        e.message
+            .as_str()
+            .starts_with("invalid plugin config: method: \"fast\" is not a method"),
+        "{}",
+        e.message
+    );
 }
