@@ -14,15 +14,24 @@
 //! receiver bound on every socket, and the worker role directly for the
 //! latency figures. `BENCH_SECONDS` sets each phase's length (default 30).
 
+// Statistics and fixtures in test code convert between counts, ns and
+// seconds of known, small size.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    clippy::float_cmp
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 
-use ntpd_host::config::PluginSource;
-use ntpd_host::worker::WorkerSpec;
+use ntpd_host::config::SourceConfig;
+use ntpd_host::protocol::worker::{SPEC_ENV, WorkerSpec};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,21 +73,23 @@ fn rss_kib(pid: u32) -> u64 {
 struct Bridge {
     child: Child,
     _receivers: Vec<UnixDatagram>,
-    dir: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Bridge {
     fn start(tag: &str, sources: usize) -> Self {
-        let dir = std::env::temp_dir().join(format!("nh-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let _ = tag;
+        let tmp = common::bridge::tempdir();
+        let dir = tmp.path();
         let so = common::plugin_path("ntpd_sim");
-        let mut config = String::new();
+        let mut config = common::bridge::host_table();
         let mut receivers = Vec::new();
         for i in 0..sources {
             let socket = dir.join(format!("s{i}.sock"));
             let rx = UnixDatagram::bind(&socket).unwrap();
             rx.set_nonblocking(true).unwrap();
+            std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .unwrap();
             receivers.push(rx);
             config.push_str(&format!(
                 "[[source]]\nmode = \"plugin\"\npath = \"{}\"\npoll-interval = -1\nsocket = \"{}\"\n[source.config]\nnoise = 100\nseed = {i}\n\n",
@@ -98,7 +109,7 @@ impl Bridge {
         Self {
             child,
             _receivers: receivers,
-            dir,
+            _dir: tmp,
         }
     }
 
@@ -131,7 +142,6 @@ impl Drop for Bridge {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -192,14 +202,14 @@ fn sixteen_sources(secs: u64) {
 
 /// Runs the worker role directly and reads its events for the latency.
 fn latency(samples: usize) {
-    let dir = std::env::temp_dir().join(format!("nh-bench-lat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let socket = dir.join("s.sock");
     let rx = UnixDatagram::bind(&socket).unwrap();
     rx.set_nonblocking(true).unwrap();
     let spec = WorkerSpec {
-        source: PluginSource {
+        source: SourceConfig {
+            file: dir.join("ntp.toml"),
             position: 1,
             name: "bench".into(),
             path: common::plugin_path("ntpd_sim"),
@@ -212,27 +222,29 @@ fn latency(samples: usize) {
             config_json: r#"{"noise": 100}"#.into(),
         },
         socket: socket.clone(),
-        backoff_initial: 1.0,
-        backoff_max: 64.0,
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(64),
+        identity: None,
+        memory_limit: 256 << 20,
     };
+    // The event channel is the worker's stdin (a pipe), as the supervisor
+    // sets it up.
+    let (events, events_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let mut child = Command::new(common::host_bin())
         .args(["worker", "bench"])
-        .env(
-            ntpd_host::worker::SPEC_ENV,
-            serde_json::to_string(&spec).unwrap(),
-        )
+        .env(SPEC_ENV, serde_json::to_string(&spec).unwrap())
         .env("NTPD_HOST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdin(Stdio::from(events_write))
         .spawn()
         .unwrap();
     let mut lat = Vec::new();
     let mut n = 0;
     let mut buf = [0u8; 64];
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+    for line in BufReader::new(std::fs::File::from(events)).lines() {
         while rx.recv(&mut buf).is_ok() {}
         let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
         assert_ne!(v["delivered"], false, "the receiver drains every datagram");
-        if let Some(ns) = v.get("latency-ns").and_then(|l| l.as_u64()) {
+        if let Some(ns) = v.get("latency-ns").and_then(serde_json::Value::as_u64) {
             n += 1;
             if n == 1 {
                 continue;
@@ -245,7 +257,6 @@ fn latency(samples: usize) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1e3;
     println!(

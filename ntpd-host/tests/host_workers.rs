@@ -3,210 +3,34 @@
 //! These tests run `ntpd-host bridge` (the workers without the embedded
 //! daemon): they never start ntpd-rs, so they cannot touch this machine's
 //! clock. A receiver in the test binds each source's socket and decodes the
-//! datagrams exactly as ntpd-rs does (`ntpd_host::sock::decode`, the same
+//! datagrams exactly as ntpd-rs does (`ntpd_host::protocol::sock::decode`, the same
 //! checks as ntpd-rs's sock source).
+
+// Statistics and fixtures in test code convert between counts, ns and
+// seconds of known, small size.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    clippy::float_cmp
+)]
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ntpd_host::sock::{self, Datagram};
-use serde_json::Value;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("nh-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running `ntpd-host bridge`, stopped (SIGTERM) on drop.
-struct Bridge {
-    child: Child,
-    runtime: PathBuf,
-}
-
-impl Bridge {
-    fn start(dir: &Path, config: &str) -> Self {
-        let cfg = dir.join("ntp.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let runtime = dir.join("run");
-        let child = Command::new(common::host_bin())
-            .args(["bridge", "-c"])
-            .arg(&cfg)
-            .arg("--runtime-dir")
-            .arg(&runtime)
-            .args(["-l", "warn"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, runtime }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// `ntpd-host status --json` for this bridge.
-    fn status(&self) -> Value {
-        let out = Command::new(common::host_bin())
-            .args(["status", "--json", "--runtime-dir"])
-            .arg(&self.runtime)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Polls status until `pred` holds for source `i`, or panics after `limit`.
-    fn wait_for(
-        &self,
-        i: usize,
-        limit: Duration,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let until = Instant::now() + limit;
-        loop {
-            if let Ok(s) = std::panic::catch_unwind(|| self.status()) {
-                if pred(&s["sources"][i]) {
-                    return s["sources"][i].clone();
-                }
-                if Instant::now() > until {
-                    panic!(
-                        "timed out waiting for {what}; last status: {:#}",
-                        s["sources"][i]
-                    );
-                }
-            } else if Instant::now() > until {
-                panic!("timed out waiting for {what}: no status");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, then wait for the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        terminate(self.pid());
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < until, "bridge did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            terminate(self.pid());
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn terminate(pid: i32) {
-    let pid = rustix::process::Pid::from_raw(pid).unwrap();
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-}
-
-/// Processes whose parent is `pid`.
-fn children_of(pid: i32) -> Vec<i32> {
-    common::children_of(pid as u32)
-        .into_iter()
-        .map(|p| p as i32)
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-            .unwrap_or(true)
-}
-
-/// A receiver on `path`, decoding like ntpd-rs.
-struct Receiver(UnixDatagram);
-
-impl Receiver {
-    fn bind(path: &Path) -> Self {
-        let s = UnixDatagram::bind(path).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        Self(s)
-    }
-
-    /// The next valid datagram within `limit`, with its arrival time.
-    fn next(&self, limit: Duration) -> Option<(Instant, Datagram)> {
-        let until = Instant::now() + limit;
-        let mut buf = [0u8; 128];
-        while Instant::now() < until {
-            if let Ok(n) = self.0.recv(&mut buf) {
-                let d = sock::decode(&buf[..n]).expect("datagram decodes as ntpd-rs would");
-                return Some((Instant::now(), d));
-            }
-        }
-        None
-    }
-
-    /// Collects `n` datagrams, panicking if they do not come within `limit`.
-    fn take(&self, n: usize, limit: Duration) -> Vec<(Instant, Datagram)> {
-        let until = Instant::now() + limit;
-        let mut out = Vec::new();
-        while out.len() < n {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.next(left) {
-                Some(d) => out.push(d),
-                None => panic!("only {} of {n} datagrams within {limit:?}", out.len()),
-            }
-        }
-        out
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn sim_source(socket: &Path, poll: i8, extra: &str, config: &str) -> String {
-    format!(
-        "[[source]]\nmode = \"plugin\"\npath = \"{}\"\npoll-interval = {poll}\nsocket = \"{}\"\n{extra}\n[source.config]\n{config}\n\n",
-        common::plugin_path("ntpd_sim").display(),
-        socket.display()
-    )
-}
+use common::bridge::{Bridge, Receiver, alive, children_of, sim_source, tempdir, unix_now};
 
 #[test]
 fn datagrams_carry_the_samples_at_the_poll_interval() {
-    let dir = TempDir::new("dgram");
-    let socket = dir.0.join("s.sock");
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
     let rx = Receiver::bind(&socket);
     let started = unix_now();
     let bridge = Bridge::start(
-        &dir.0,
+        dir.path(),
         &sim_source(
             &socket,
             -1,
@@ -260,16 +84,16 @@ fn datagrams_carry_the_samples_at_the_poll_interval() {
 
 #[test]
 fn several_sources_each_deliver_their_own_offset() {
-    let dir = TempDir::new("multi");
+    let dir = tempdir();
     let offsets = [0.001, -0.002, 37.5];
     let mut config = String::new();
     let mut receivers = Vec::new();
     for (i, off) in offsets.iter().enumerate() {
-        let socket = dir.0.join(format!("s{i}.sock"));
+        let socket = dir.path().join(format!("s{i}.sock"));
         receivers.push(Receiver::bind(&socket));
         config.push_str(&sim_source(&socket, -1, "", &format!("offset = {off}")));
     }
-    let bridge = Bridge::start(&dir.0, &config);
+    let bridge = Bridge::start(dir.path(), &config);
     for (rx, off) in receivers.iter().zip(offsets) {
         for (_, d) in rx.take(3, Duration::from_secs(15)) {
             assert!((d.offset - off).abs() < 1e-8, "got {} want {off}", d.offset);
@@ -281,10 +105,10 @@ fn several_sources_each_deliver_their_own_offset() {
 
 #[test]
 fn a_panicking_plugin_is_counted_and_sampling_goes_on() {
-    let dir = TempDir::new("panic");
-    let socket = dir.0.join("s.sock");
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
     let rx = Receiver::bind(&socket);
-    let bridge = Bridge::start(&dir.0, &sim_source(&socket, -1, "", "panic-at = 2"));
+    let bridge = Bridge::start(dir.path(), &sim_source(&socket, -1, "", "panic-at = 2"));
     rx.take(4, Duration::from_secs(15));
     let st = bridge.wait_for(0, Duration::from_secs(5), "panic counted", |s| {
         s["errors"]["panicked"].as_u64() == Some(1)
@@ -300,9 +124,9 @@ fn a_panicking_plugin_is_counted_and_sampling_goes_on() {
 
 #[test]
 fn a_crashing_worker_is_restarted_and_others_keep_delivering() {
-    let dir = TempDir::new("abort");
-    let crash = dir.0.join("crash.sock");
-    let steady = dir.0.join("steady.sock");
+    let dir = tempdir();
+    let crash = dir.path().join("crash.sock");
+    let steady = dir.path().join("steady.sock");
     let rx_crash = Receiver::bind(&crash);
     let rx_steady = Receiver::bind(&steady);
     let config = format!(
@@ -315,7 +139,7 @@ fn a_crashing_worker_is_restarted_and_others_keep_delivering() {
         ),
         sim_source(&steady, -1, "name = \"steady\"", "offset = 0.1")
     );
-    let bridge = Bridge::start(&dir.0, &config);
+    let bridge = Bridge::start(dir.path(), &config);
     // Two samples, the abort, a restart after 1 s, then samples again.
     let st = bridge.wait_for(0, Duration::from_secs(20), "a restart", |s| {
         s["restarts"].as_u64() >= Some(1)
@@ -330,12 +154,15 @@ fn a_crashing_worker_is_restarted_and_others_keep_delivering() {
     }
     assert!(crash_count >= 2, "samples before the crash");
     // After the restart the crashy source delivers again...
-    assert!(!rx_crash.take(1, Duration::from_secs(10)).is_empty());
+    let (_, d) = rx_crash.take(1, Duration::from_secs(10))[0];
+    assert!((d.offset - 0.5).abs() < 1e-8, "{d:?}");
     // ...and the steady one never stopped.
     let steady_st = bridge.status()["sources"][1].clone();
     assert_eq!(steady_st["restarts"], 0);
     assert_eq!(steady_st["state"], "running");
-    assert!(!rx_steady.take(2, Duration::from_secs(5)).is_empty());
+    for (_, d) in rx_steady.take(2, Duration::from_secs(5)) {
+        assert!((d.offset - 0.1).abs() < 1e-8, "{d:?}");
+    }
     let pid = bridge.pid();
     assert_eq!(
         children_of(pid).len(),
@@ -347,11 +174,11 @@ fn a_crashing_worker_is_restarted_and_others_keep_delivering() {
 
 #[test]
 fn a_hung_plugin_call_restarts_the_worker() {
-    let dir = TempDir::new("hang");
-    let socket = dir.0.join("s.sock");
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
     let rx = Receiver::bind(&socket);
     let bridge = Bridge::start(
-        &dir.0,
+        dir.path(),
         &sim_source(
             &socket,
             -1,
@@ -383,11 +210,11 @@ fn a_hung_plugin_call_restarts_the_worker() {
 
 #[test]
 fn transient_errors_are_skipped_and_unknown_kinds_tolerated() {
-    let dir = TempDir::new("transient");
-    let socket = dir.0.join("s.sock");
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
     let rx = Receiver::bind(&socket);
     let bridge = Bridge::start(
-        &dir.0,
+        dir.path(),
         &sim_source(&socket, -1, "", "error-every = 2\nerror-kind = 42"),
     );
     rx.take(3, Duration::from_secs(15));
@@ -400,30 +227,34 @@ fn transient_errors_are_skipped_and_unknown_kinds_tolerated() {
 
 #[test]
 fn an_unavailable_source_is_closed_and_initialised_again() {
-    let dir = TempDir::new("unavail");
-    let socket = dir.0.join("s.sock");
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
     let rx = Receiver::bind(&socket);
-    let bridge = Bridge::start(&dir.0, &sim_source(&socket, -1, "", "unavailable-at = 3"));
+    let bridge = Bridge::start(
+        dir.path(),
+        &sim_source(&socket, -1, "", "unavailable-at = 3"),
+    );
     // Samples 1-2, then unavailable, re-init after 1 s, samples 1-2 again.
     rx.take(2, Duration::from_secs(15));
     let st = bridge.wait_for(0, Duration::from_secs(10), "re-init", |s| {
         s["errors"]["unavailable"].as_u64() >= Some(1)
     });
     assert_eq!(st["restarts"], 0, "re-init happens inside the worker");
-    assert!(
-        !rx.take(2, Duration::from_secs(10)).is_empty(),
-        "samples resume after re-init"
-    );
+    // Samples resume after the re-init (take panics if they do not).
+    rx.take(2, Duration::from_secs(10));
+    let st = bridge.status()["sources"][0].clone();
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["restarts"], 0);
 }
 
 #[test]
 fn init_failures_back_off_then_recover() {
-    let dir = TempDir::new("initfail");
-    let socket = dir.0.join("s.sock");
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
     let rx = Receiver::bind(&socket);
     let started = Instant::now();
     // poll-interval 2 (4 s) lets the re-init backoff double: 1 s, then 2 s.
-    let bridge = Bridge::start(&dir.0, &sim_source(&socket, 2, "", "init-failures = 2"));
+    let bridge = Bridge::start(dir.path(), &sim_source(&socket, 2, "", "init-failures = 2"));
     rx.take(1, Duration::from_secs(15));
     // Two failures: waits of 1 s and 2 s before the third init succeeds.
     assert!(
@@ -438,9 +269,9 @@ fn init_failures_back_off_then_recover() {
 
 #[test]
 fn a_configuration_error_stops_only_that_source() {
-    let dir = TempDir::new("stop");
-    let bad = dir.0.join("bad.sock");
-    let good = dir.0.join("good.sock");
+    let dir = tempdir();
+    let bad = dir.path().join("bad.sock");
+    let good = dir.path().join("good.sock");
     let _rx_bad = Receiver::bind(&bad);
     let rx_good = Receiver::bind(&good);
     let config = format!(
@@ -453,7 +284,7 @@ fn a_configuration_error_stops_only_that_source() {
         ),
         sim_source(&good, -1, "", "offset = 0.01")
     );
-    let bridge = Bridge::start(&dir.0, &config);
+    let bridge = Bridge::start(dir.path(), &config);
     let st = bridge.wait_for(0, Duration::from_secs(10), "stopped", |s| {
         s["state"] == "stopped"
     });
@@ -465,7 +296,9 @@ fn a_configuration_error_stops_only_that_source() {
         "stopped",
         "it stays stopped"
     );
-    assert!(!rx_good.take(3, Duration::from_secs(5)).is_empty());
+    for (_, d) in rx_good.take(3, Duration::from_secs(5)) {
+        assert!((d.offset - 0.01).abs() < 1e-8, "{d:?}");
+    }
     assert_eq!(
         children_of(bridge.pid()).len(),
         1,
@@ -476,8 +309,8 @@ fn a_configuration_error_stops_only_that_source() {
 
 #[test]
 fn bridge_requires_a_socket_per_source() {
-    let dir = TempDir::new("nosock");
-    let cfg = dir.0.join("ntp.toml");
+    let dir = tempdir();
+    let cfg = dir.path().join("ntp.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -490,11 +323,45 @@ fn bridge_requires_a_socket_per_source() {
         .args(["bridge", "-c"])
         .arg(&cfg)
         .arg("--runtime-dir")
-        .arg(dir.0.join("run"))
+        .arg(dir.path().join("run"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(ntpd_host::error::exit::CONFIG))
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("[[source]] #1: socket: missing"), "{err}");
+}
+
+#[test]
+fn a_poll_interval_outside_the_plugins_range_stops_the_source_in_one_line() {
+    let dir = tempdir();
+    let narrow = dir.path().join("narrow.sock");
+    let fine = dir.path().join("fine.sock");
+    let _rx_narrow = Receiver::bind(&narrow);
+    let rx_fine = Receiver::bind(&fine);
+    let config = format!(
+        "{}{}",
+        sim_source(&narrow, 4, "", "min-poll = 0\nmax-poll = 2"),
+        sim_source(&fine, -1, "", "min-poll = -1\nmax-poll = 0")
+    );
+    let bridge = Bridge::start(dir.path(), &config);
+    let st = bridge.wait_for(0, Duration::from_secs(10), "stopped", |s| {
+        s["state"] == "stopped"
+    });
+    let line = st["last-error"].as_str().unwrap();
+    assert!(
+        line.ends_with(
+            "[[source]] #1: poll-interval: 4 is outside what this plugin supports \
+             (0 to 2, log2 seconds); the host accepts -1 to 6"
+        ),
+        "{line}"
+    );
+    assert_eq!(st["errors"]["configuration"], 1);
+    assert_eq!(st["samples"], 0);
+    // A source within its plugin's range runs.
+    rx_fine.take(2, Duration::from_secs(10));
+    assert!(bridge.stop().success());
 }

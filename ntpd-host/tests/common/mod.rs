@@ -5,28 +5,31 @@
 //! `cargo test` builds only the package under test, never the workspace's
 //! `cdylib`-only plugin packages, so [`plugin_path`] builds them on first use,
 //! once per test process, with the same cargo, target directory and profile
-//! as the running test binary.
+//! as the running test binary. A plugin that does not build fails the tests
+//! that need it.
 
 #![allow(dead_code)]
+
+pub mod bridge;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The packages every test run needs: the simulated plugin and the two
-/// incompatible fixtures.
-const REQUIRED: &[&str] = &[
+/// The workspace's plugin packages the tests load: the simulated plugin, the
+/// PTP plugin and the two incompatible fixtures.
+const PACKAGES: &[&str] = &[
     "ntpd-sim-plugin",
+    "ptp-plugin",
     "ntpd-incompatible-plugin",
     "ntpd-future-plugin",
 ];
 
-/// The PTP plugin package, built as well when the workspace has it.
-const PTP_PACKAGE: &str = "ptp-plugin";
-
-/// The library name (`lib<name>.so`) of the PTP plugin.
-const PTP_LIB: &str = "ntpd_ptp";
+/// The fixture built with the SDK as released at 1.0.0: a workspace of its
+/// own (it depends on a frozen copy of the SDK, whose package name is the
+/// workspace SDK's), built with `--manifest-path`.
+const OLD_SDK_MANIFEST: &str = "plugin-api/fixtures/old-sdk-plugin/Cargo.toml";
 
 /// Where the running test (or bench) binary was built.
 #[derive(Debug)]
@@ -88,18 +91,9 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// Whether the workspace has the PTP plugin package (it is written in
-/// parallel with these tests).
-fn workspace_has_ptp() -> bool {
-    let root = workspace_root();
-    let members = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
-    let manifest = std::fs::read_to_string(root.join("ptp-plugin/Cargo.toml")).unwrap_or_default();
-    members.contains("\"ptp-plugin\"") && manifest.contains(&format!("name = \"{PTP_PACKAGE}\""))
-}
-
-/// Runs `cargo build -p <packages>` into the test binary's target directory
-/// and profile. Returns cargo's stderr as the error.
-fn cargo_build(dirs: &BuildDirs, packages: &[&str]) -> Result<(), String> {
+/// Runs `cargo build` with `selection` (`-p PKG ...` or `--manifest-path
+/// M`) into the test binary's target directory and profile.
+fn cargo_build(dirs: &BuildDirs, selection: &[&str]) {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(workspace_root())
         .arg("build")
@@ -107,80 +101,45 @@ fn cargo_build(dirs: &BuildDirs, packages: &[&str]) -> Result<(), String> {
         .arg("--target-dir")
         .arg(&dirs.target_dir)
         .arg("--profile")
-        .arg(&dirs.profile);
+        .arg(&dirs.profile)
+        .args(selection);
     if let Some(triple) = &dirs.triple {
         cmd.arg("--target").arg(triple);
     }
-    for package in packages {
-        cmd.arg("-p").arg(package);
-    }
     let output = cmd
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", env!("CARGO")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`cargo build -p {}` failed ({}):\n{}",
-            packages.join(" -p "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// The outcome of the one build per process: `Err` for the PTP plugin when
-/// only it failed to build (the required plugins still built).
-struct Built {
-    dirs: BuildDirs,
-    ptp: Result<(), String>,
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", env!("CARGO")));
+    assert!(
+        output.status.success(),
+        "`cargo build {}` failed ({}):\n{}",
+        selection.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Builds the plugin libraries once per process.
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
+fn built() -> &'static BuildDirs {
+    static BUILT: OnceLock<BuildDirs> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dirs = build_dirs();
-        let ptp = if workspace_has_ptp() {
-            let mut all = REQUIRED.to_vec();
-            all.push(PTP_PACKAGE);
-            match cargo_build(&dirs, &all) {
-                Ok(()) => Ok(()),
-                // The PTP plugin may be mid-edit: do not let it fail the
-                // tests that need only the required plugins.
-                Err(all_failed) => {
-                    if let Err(e) = cargo_build(&dirs, REQUIRED) {
-                        panic!("{e}");
-                    }
-                    Err(all_failed)
-                }
-            }
-        } else {
-            if let Err(e) = cargo_build(&dirs, REQUIRED) {
-                panic!("{e}");
-            }
-            Err(format!("the workspace has no {PTP_PACKAGE} package"))
-        };
-        Built { dirs, ptp }
+        let selection: Vec<&str> = PACKAGES.iter().flat_map(|p| ["-p", *p]).collect();
+        cargo_build(&dirs, &selection);
+        cargo_build(&dirs, &["--manifest-path", OLD_SDK_MANIFEST]);
+        dirs
     })
 }
 
-/// The path of the workspace plugin library `lib<lib>.so` (e.g. `"ntpd_sim"`,
-/// `"ntpd_incompatible"`, `"ntpd_future"`, `"ntpd_ptp"`), built for this test
-/// binary's profile and with group and world write permission removed (the
-/// loader refuses such files).
+/// The path of the plugin library `lib<lib>.so` (`"ntpd_sim"`, `"ntpd_ptp"`,
+/// `"ntpd_incompatible"`, `"ntpd_future"`, `"ntpd_old_sdk"`), built for this
+/// test binary's profile and with group and world write permission removed
+/// (the loader refuses such files).
 ///
 /// # Panics
 ///
 /// When the build fails or the library does not exist after it.
 pub fn plugin_path(lib: &str) -> PathBuf {
-    let built = built();
-    if lib == PTP_LIB
-        && let Err(e) = &built.ptp
-    {
-        panic!("{e}");
-    }
-    let path = built.dirs.out_dir.join(format!("lib{lib}.so"));
+    let path = built().out_dir.join(format!("lib{lib}.so"));
     let meta = std::fs::metadata(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (after building the plugins)", path.display()));
     let mode = meta.permissions().mode();
@@ -191,10 +150,14 @@ pub fn plugin_path(lib: &str) -> PathBuf {
     path
 }
 
-/// Whether the PTP plugin library could be built in this workspace (see
-/// [`plugin_path`]).
-pub fn has_ptp_plugin() -> bool {
-    built().ptp.is_ok()
+/// A fresh private directory for one test on the target directory's file
+/// system (so libraries copied there can be mapped executable; /tmp may be
+/// `noexec`), removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create a scratch directory")
 }
 
 /// The `ntpd-host` binary cargo built for this test.

@@ -1,4 +1,6 @@
-//! Loading plugin libraries safely, and calling them with Rust types.
+//! Loading plugin libraries safely, and calling them with Rust types: a
+//! [`PluginLibrary`] (the loaded `.so`) makes [`SourceHandle`]s (the
+//! plugin's source objects).
 //!
 //! Every load goes through [`load`]: the file is checked (exists, regular,
 //! ELF, safe ownership and mode) before it is mapped, then abi_stable checks
@@ -15,10 +17,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
-use abi_stable::std_types::RResult;
+use abi_stable::std_types::{RResult, RString};
 use ntpd_plugin_api::{
-    API_VERSION, Capabilities, ErrorKind, InitRequest, PluginError, PluginInfo, PluginModuleRef,
-    Sample, SourceBox,
+    ABI_VERSION, Capabilities, InitRequest, PluginError, PluginInfo, PluginModuleRef, Sample,
+    SourceBox,
 };
 
 /// Why a plugin could not be loaded or initialised.
@@ -73,33 +75,32 @@ pub enum LoadError {
         /// The plugin path.
         path: PathBuf,
     },
-    /// The plugin was built against an incompatible contract version.
+    /// The plugin was built for another ABI major version.
     #[error(
-        "{path}: incompatible plugin: built against ntpd-plugin-api {plugin}, \
-         this host uses {host} (needs {host_major}.x with minor >= {host_minor})"
+        "{path}: incompatible plugin: built for plugin ABI {plugin}, this host uses ABI {host} \
+         (rebuild the plugin with an ntpd-plugin-api SDK of ABI {host_major})"
     )]
     Version {
         /// The plugin path.
         path: PathBuf,
-        /// The plugin's contract version.
+        /// The plugin's ABI version.
         plugin: String,
-        /// The host's contract version.
+        /// The host's ABI version.
         host: String,
-        /// The host's major version.
-        host_major: String,
-        /// The host's minor version.
-        host_minor: String,
+        /// The host's ABI major version.
+        host_major: u32,
     },
-    /// The versions match but the type layouts differ.
+    /// The ABI versions match but the type layouts differ.
     #[error(
-        "{path}: incompatible plugin: ntpd-plugin-api {plugin} layout differs from this host's {host} (rebuild it against this host's ntpd-plugin-api): {detail}"
+        "{path}: incompatible plugin: its ABI {plugin} layout differs from this host's ABI {host} \
+         (rebuild it with an ntpd-plugin-api SDK of this ABI): {detail}"
     )]
     Layout {
         /// The plugin path.
         path: PathBuf,
-        /// The plugin's contract version.
+        /// The plugin's ABI version.
         plugin: String,
-        /// The host's contract version.
+        /// The host's ABI version.
         host: String,
         /// The last `Error:` block of abi_stable's report, on one line.
         detail: String,
@@ -125,15 +126,15 @@ pub enum LoadError {
 
 /// A loaded plugin library.
 #[derive(Clone)]
-pub struct Plugin {
+pub struct PluginLibrary {
     path: PathBuf,
     module: PluginModuleRef,
     info: PluginInfo,
 }
 
-impl fmt::Debug for Plugin {
+impl fmt::Debug for PluginLibrary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Plugin")
+        f.debug_struct("PluginLibrary")
             .field("path", &self.path)
             .field("info", &self.info)
             .finish()
@@ -149,8 +150,14 @@ pub struct LoadOptions {
 }
 
 /// Loads the plugin library at `path`, checking it first.
-pub fn load(path: &Path, options: LoadOptions) -> Result<Plugin, LoadError> {
-    let file = open_checked(path, options)?;
+pub fn load(path: &Path, options: LoadOptions) -> Result<PluginLibrary, LoadError> {
+    load_opened(open_checked(path, options)?, path)
+}
+
+/// Loads a plugin from `file`, opened and checked by [`open_checked`]
+/// (possibly with more privileges than this process has now); `path` is
+/// only for messages.
+pub fn load_opened(file: File, path: &Path) -> Result<PluginLibrary, LoadError> {
     // Hand the loader the very file that was checked, not the path again:
     // the path could be swapped between the check and the load. The
     // descriptor stays open for the life of the process (the library is never
@@ -162,8 +169,8 @@ pub fn load(path: &Path, options: LoadOptions) -> Result<Plugin, LoadError> {
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| library_error(path, Some(&plugin_version), e))?;
-    let info = (module.info())();
-    Ok(Plugin {
+    let info = sanitize_info((module.info())());
+    Ok(PluginLibrary {
         path: path.to_owned(),
         module,
         info,
@@ -178,7 +185,7 @@ pub fn check_file(path: &Path, options: LoadOptions) -> Result<(), LoadError> {
 }
 
 /// Opens `path` and makes [`check_file`]'s checks on the open file.
-fn open_checked(path: &Path, options: LoadOptions) -> Result<File, LoadError> {
+pub fn open_checked(path: &Path, options: LoadOptions) -> Result<File, LoadError> {
     let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             LoadError::NotFound {
@@ -245,6 +252,9 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The longest layout summary, characters.
+const LAYOUT_SUMMARY_MAX: usize = 300;
+
 /// The useful part of abi_stable's long layout report: the last `Error:`
 /// block, on one line, cut to a readable length.
 pub fn layout_summary(report: &str) -> String {
@@ -253,9 +263,8 @@ pub fn layout_summary(report: &str) -> String {
         None => report,
     };
     let line = one_line(tail);
-    const MAX: usize = 300;
-    if line.chars().count() > MAX {
-        let cut: String = line.chars().take(MAX).collect();
+    if line.chars().count() > LAYOUT_SUMMARY_MAX {
+        let cut: String = line.chars().take(LAYOUT_SUMMARY_MAX).collect();
         format!("{cut}...")
     } else {
         line
@@ -264,7 +273,7 @@ pub fn layout_summary(report: &str) -> String {
 
 fn library_error(path: &Path, plugin_version: Option<&str>, error: LibraryError) -> LoadError {
     let path = path.to_owned();
-    let host = API_VERSION.to_owned();
+    let host = ABI_VERSION.to_owned();
     match error {
         LibraryError::OpenError { err, .. } => LoadError::Open {
             reason: one_line(&err.to_string()),
@@ -279,8 +288,7 @@ fn library_error(path: &Path, plugin_version: Option<&str>, error: LibraryError)
             path,
             plugin: actual_version.to_string(),
             host: expected_version.to_string(),
-            host_major: expected_version.major.to_string(),
-            host_minor: expected_version.minor.to_string(),
+            host_major: expected_version.major,
         },
         LibraryError::AbiInstability(report) => LoadError::Layout {
             path,
@@ -300,7 +308,7 @@ fn library_error(path: &Path, plugin_version: Option<&str>, error: LibraryError)
     }
 }
 
-impl Plugin {
+impl PluginLibrary {
     /// The path the plugin was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -312,7 +320,7 @@ impl Plugin {
     }
 
     /// Calls the plugin's `init` with its configuration as JSON.
-    pub fn init(&self, config_json: &str) -> Result<PluginSource, LoadError> {
+    pub fn init(&self, config_json: &str) -> Result<SourceHandle, LoadError> {
         let request = InitRequest {
             config_json: config_json.into(),
             host_version: env!("CARGO_PKG_VERSION").into(),
@@ -320,51 +328,83 @@ impl Plugin {
             extensions: "".into(),
         };
         match (self.module.init())(request) {
-            RResult::ROk(inner) => Ok(PluginSource { inner }),
+            RResult::ROk(inner) => Ok(SourceHandle { inner }),
             RResult::RErr(error) => Err(LoadError::Init {
                 path: self.path.clone(),
-                error,
+                error: sanitize_error(error),
             }),
         }
     }
 }
 
+/// The longest plugin string kept (a message, a name, a description).
+pub const MAX_PLUGIN_TEXT: usize = crate::protocol::worker::MAX_TEXT;
+
+/// The longest capabilities `extensions` text kept (longer JSON is cut and
+/// then shows as unparsed).
+pub const MAX_EXTENSIONS: usize = 4 * MAX_PLUGIN_TEXT;
+
+/// A string from a plugin, made safe to handle: taken as bytes (a plugin
+/// could build an `RString` that is not UTF-8), at most `max` of them
+/// (a plugin could send 100 MB), decoded lossily, control characters as
+/// spaces, " [cut]" appended when it was longer.
+pub fn plugin_text(text: RString, max: usize) -> String {
+    let bytes = text.into_bytes();
+    let head = &bytes[..bytes.len().min(max)];
+    let mut out: String = String::from_utf8_lossy(head)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if bytes.len() > max {
+        out.push_str(" [cut]");
+    }
+    out
+}
+
+fn sanitize_error(e: PluginError) -> PluginError {
+    PluginError {
+        kind: e.kind,
+        message: plugin_text(e.message, MAX_PLUGIN_TEXT).into(),
+    }
+}
+
+fn sanitize_info(info: PluginInfo) -> PluginInfo {
+    let text = |s| RString::from(plugin_text(s, MAX_PLUGIN_TEXT));
+    PluginInfo {
+        name: text(info.name),
+        vendor: text(info.vendor),
+        version: text(info.version),
+        description: text(info.description),
+        sdk_version: text(info.sdk_version),
+    }
+}
+
 /// A source object created by a plugin, with Rust-flavoured calls. Dropping
 /// it drops the plugin's source (which closes its device).
-pub struct PluginSource {
+pub struct SourceHandle {
     inner: SourceBox,
 }
 
-impl PluginSource {
-    /// The source's capabilities.
+impl SourceHandle {
+    /// The source's capabilities (its strings made safe: see
+    /// [`plugin_text`]).
     pub fn capabilities(&self) -> Result<Capabilities, PluginError> {
-        self.inner.capabilities().into_result()
+        match self.inner.capabilities() {
+            RResult::ROk(mut caps) => {
+                caps.description =
+                    plugin_text(std::mem::take(&mut caps.description), MAX_PLUGIN_TEXT).into();
+                caps.extensions =
+                    plugin_text(std::mem::take(&mut caps.extensions), MAX_EXTENSIONS).into();
+                Ok(caps)
+            }
+            RResult::RErr(e) => Err(sanitize_error(e)),
+        }
     }
 
-    /// Takes one sample.
+    /// Takes one sample (an error's message made safe: see
+    /// [`plugin_text`]).
     pub fn sample(&mut self) -> Result<Sample, PluginError> {
-        self.inner.sample().into_result()
-    }
-}
-
-/// What the host does after a sample error of `kind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reaction {
-    /// Skip this sample and go on polling.
-    Skip,
-    /// Drop the source and call `init` again after a backoff.
-    Reinit,
-    /// Stop this source for good.
-    Stop,
-}
-
-/// The documented reaction to each error kind; a kind this host does not
-/// know is treated as transient.
-pub fn reaction(kind: ErrorKind) -> Reaction {
-    match kind {
-        ErrorKind::UNAVAILABLE => Reaction::Reinit,
-        ErrorKind::CONFIGURATION | ErrorKind::FATAL => Reaction::Stop,
-        _ => Reaction::Skip,
+        self.inner.sample().into_result().map_err(sanitize_error)
     }
 }
 
@@ -386,21 +426,21 @@ mod tests {
     }
 
     #[test]
+    fn plugin_strings_are_bounded_lossy_and_on_one_line() {
+        assert_eq!(plugin_text(RString::from("a\nb"), 10), "a b");
+        let long = RString::from("x".repeat(100_000));
+        let cut = plugin_text(long, 16);
+        assert_eq!(cut, format!("{} [cut]", "x".repeat(16)));
+        // Cut inside a multi-byte character: replaced, not a panic.
+        assert_eq!(plugin_text(RString::from("aé"), 2), "a\u{fffd} [cut]");
+    }
+
+    #[test]
     fn layout_summary_keeps_the_last_error_block_on_one_line() {
         let report = "Error:\n  first\n\nlots\nof\nlines\nError:\n   Field `x`\n  mismatch\n";
         assert_eq!(layout_summary(report), "Field `x` mismatch");
         let long = format!("Error: {}", "y ".repeat(400));
         assert!(layout_summary(&long).ends_with("..."));
         assert!(layout_summary(&long).len() < 320);
-    }
-
-    #[test]
-    fn reactions_follow_the_contract() {
-        assert_eq!(reaction(ErrorKind::TRANSIENT), Reaction::Skip);
-        assert_eq!(reaction(ErrorKind::PANICKED), Reaction::Skip);
-        assert_eq!(reaction(ErrorKind(99)), Reaction::Skip);
-        assert_eq!(reaction(ErrorKind::UNAVAILABLE), Reaction::Reinit);
-        assert_eq!(reaction(ErrorKind::CONFIGURATION), Reaction::Stop);
-        assert_eq!(reaction(ErrorKind::FATAL), Reaction::Stop);
     }
 }

@@ -1,0 +1,937 @@
+//! What a worker does, decided without I/O: a state machine that takes what
+//! happened ([`Input`]) and returns what to do ([`Action`]). The worker's
+//! loop (`daemon::worker`) owns the timer, the plugin thread and the
+//! socket, feeds the machine and carries out its actions.
+
+use std::time::Duration;
+
+use ntpd_plugin_api::{Capabilities, ErrorKind, PluginError, Sample};
+use tokio::time::Instant;
+
+use crate::config::SourceConfig;
+use crate::decide::backoff::Backoff;
+use crate::protocol::records::{CapabilitiesRecord, ErrorRecord, PluginIdentity, SampleRecord};
+use crate::protocol::worker::{Call, Event, Reaction, WorkerExit, WorkerSpec};
+
+/// How long after start a worker stays quiet about an absent daemon socket
+/// (the daemon starts after the workers).
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+
+/// The documented reaction to a `sample()` error of `kind`. A kind this host
+/// does not know is treated as transient.
+pub fn reaction(kind: ErrorKind) -> Reaction {
+    match kind {
+        ErrorKind::UNAVAILABLE => Reaction::Reinit,
+        ErrorKind::CONFIGURATION | ErrorKind::FATAL => Reaction::Stop,
+        _ => Reaction::Skip,
+    }
+}
+
+/// The reaction to an `init()` error: as [`reaction`], except that a kind
+/// that would be skipped for a sample is retried (there is no source yet).
+pub fn init_reaction(kind: ErrorKind) -> Reaction {
+    match reaction(kind) {
+        Reaction::Stop => Reaction::Stop,
+        Reaction::Skip | Reaction::Reinit => Reaction::Reinit,
+    }
+}
+
+/// The longest wait between `init` attempts of an unavailable source: the
+/// backoff doubles up to the poll interval (at least `initial`, at most
+/// `max`), so a device that comes back is sampled again within two poll
+/// intervals. A failing `init` of a missing device is cheap (an `open`).
+pub fn reinit_backoff_max(initial: Duration, max: Duration, poll: Duration) -> Duration {
+    poll.max(initial).min(max)
+}
+
+/// Where the worker is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    /// The library is being loaded.
+    Loading,
+    /// Waiting to call `init` at the given time.
+    InitWait {
+        /// When `init` is due.
+        at: Instant,
+    },
+    /// `init` is running.
+    Initialising,
+    /// The source is polling.
+    Ready,
+    /// The worker is done; it exits.
+    Stopped,
+}
+
+/// Something that happened.
+#[derive(Debug)]
+pub enum Input {
+    /// The library loaded.
+    Loaded(PluginIdentity),
+    /// The library could not be loaded (one line).
+    LoadFailed(String),
+    /// The time for `init` ([`WorkerMachine::next_init`]) has come.
+    InitDue,
+    /// `init` returned (with the source's capabilities).
+    InitDone(Result<Capabilities, PluginError>),
+    /// The poll timer ticked.
+    Tick,
+    /// `sample` returned; the system clock read just before and just after
+    /// the call.
+    SampleDone {
+        /// What it returned.
+        result: Result<Sample, PluginError>,
+        /// When the call ran.
+        window: CallWindow,
+    },
+    /// The datagram for a sample was sent (or not).
+    Sent {
+        /// The sample.
+        sample: Sample,
+        /// Whether the daemon's socket took it.
+        delivered: bool,
+    },
+    /// The call in flight passed its deadline ([`WorkerMachine::call_deadline`]).
+    Overdue,
+}
+
+/// Something to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Load the plugin library on the plugin thread.
+    CallLoad,
+    /// Call `init` on the plugin thread (closing any old source first).
+    CallInit,
+    /// Call `sample` on the plugin thread.
+    CallSample,
+    /// Drop the source object (closing its device).
+    DropSource,
+    /// Send this sample's datagram to the daemon, then report
+    /// [`Input::Sent`].
+    Send(Sample),
+    /// Report an event to the supervisor.
+    Emit(Event),
+    /// Restart the poll timer so that it ticks now.
+    RestartTimer,
+    /// Exit the worker process with this status.
+    Exit(WorkerExit),
+}
+
+/// CLOCK_REALTIME just before and just after a plugin call, ns since 1970.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallWindow {
+    /// Before the call.
+    pub before_ns: i64,
+    /// After the call.
+    pub after_ns: i64,
+}
+
+/// How far a sample's system time may lie outside its call's window: a
+/// plugin measures during the call, but the daemon may step the clock
+/// meanwhile.
+pub const WINDOW_SLACK_NS: i64 = 1_000_000_000;
+
+/// The largest offset passed on, ns: ntpd-rs holds offsets as 32.32 fixed
+/// point seconds, so anything beyond 2^31 s (68 years) is not a time at all.
+pub const MAX_OFFSET_NS: i64 = (1 << 31) * 1_000_000_000;
+
+/// Why a sample breaks the plugin contract, if it does: its error bound is
+/// 0 (the contract asks for at least the clock's resolution), its offset is
+/// beyond what any clock could mean, or it was not measured during the call
+/// (a system time of 1970, say). Such a sample is counted, not sent.
+pub fn check_sample(sample: &Sample, window: CallWindow) -> Result<(), String> {
+    if sample.error_ns == 0 {
+        return Err(
+            "its error bound is 0 ns; a sample claims at least the clock's resolution (1 ns)"
+                .to_owned(),
+        );
+    }
+    if sample.offset_ns.unsigned_abs() > MAX_OFFSET_NS.unsigned_abs() {
+        return Err(format!(
+            "its offset {} ns is beyond +-2^31 s",
+            sample.offset_ns
+        ));
+    }
+    let earliest = window.before_ns.saturating_sub(WINDOW_SLACK_NS);
+    let latest = window.after_ns.saturating_add(WINDOW_SLACK_NS);
+    if !(earliest..=latest).contains(&sample.system_time_ns) {
+        return Err(format!(
+            "its system time {} ns was not during the call ({}..{} ns)",
+            sample.system_time_ns, window.before_ns, window.after_ns
+        ));
+    }
+    Ok(())
+}
+
+/// A call in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InFlight {
+    call: Call,
+    since: Instant,
+}
+
+/// The worker's decisions.
+#[derive(Clone, Debug)]
+pub struct WorkerMachine {
+    label: String,
+    origin: String,
+    poll_interval: i8,
+    sample_timeout: Duration,
+    backoff: Backoff,
+    state: WorkerState,
+    in_flight: Option<InFlight>,
+    /// When the last sample call started (for the latency of its datagram).
+    last_sample_call: Option<Instant>,
+    started: Instant,
+    undelivered: u64,
+}
+
+impl WorkerMachine {
+    /// A machine for `spec`, started at `now`.
+    pub fn new(spec: &WorkerSpec, now: Instant) -> Self {
+        let src = &spec.source;
+        Self::for_source(src, spec.backoff_initial, spec.backoff_max, now)
+    }
+
+    /// A machine for `source` with the given re-init backoff.
+    pub fn for_source(
+        source: &SourceConfig,
+        backoff_initial: Duration,
+        backoff_max: Duration,
+        now: Instant,
+    ) -> Self {
+        let cap = reinit_backoff_max(backoff_initial, backoff_max, source.poll_duration());
+        Self {
+            label: source.name.clone(),
+            origin: source.origin(),
+            poll_interval: source.poll_interval,
+            sample_timeout: source.sample_timeout,
+            backoff: Backoff::new(backoff_initial, cap, Duration::from_secs(300)),
+            state: WorkerState::Loading,
+            in_flight: None,
+            last_sample_call: None,
+            started: now,
+            undelivered: 0,
+        }
+    }
+
+    /// Where the worker is.
+    pub fn state(&self) -> WorkerState {
+        self.state
+    }
+
+    /// The first actions: load the library (under the call deadline, like
+    /// every plugin call: loading runs the library's initialisers).
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != WorkerState::Loading || self.in_flight.is_some() {
+            return Vec::new();
+        }
+        self.in_flight = Some(InFlight {
+            call: Call::Load,
+            since: now,
+        });
+        vec![Action::CallLoad]
+    }
+
+    /// When `init` is due, if it is waited for and nothing is in flight.
+    pub fn next_init(&self) -> Option<Instant> {
+        match (self.state, self.in_flight) {
+            (WorkerState::InitWait { at }, None) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// When the call in flight becomes overdue.
+    pub fn call_deadline(&self) -> Option<Instant> {
+        self.in_flight.map(|c| c.since + self.sample_timeout)
+    }
+
+    /// Takes one input at `now`; returns the actions to carry out, in order.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        if self.state == WorkerState::Stopped {
+            return Vec::new();
+        }
+        match input {
+            Input::Loaded(plugin) if self.state == WorkerState::Loading => {
+                self.in_flight = None;
+                self.state = WorkerState::InitWait { at: now };
+                vec![Action::Emit(Event::Loaded { plugin })]
+            }
+            Input::LoadFailed(message) if self.state == WorkerState::Loading => {
+                tracing::error!(source = %self.label, "{message}");
+                self.stop(
+                    Call::Load,
+                    &PluginError::configuration(message),
+                    Reaction::Stop,
+                )
+            }
+            Input::InitDue => self.init_due(now),
+            Input::InitDone(result) => self.init_done(result, now),
+            Input::Tick => self.tick(now),
+            Input::SampleDone { result, window } => self.sample_done(result, window, now),
+            Input::Sent { sample, delivered } => self.sent(&sample, delivered, now),
+            Input::Overdue => self.overdue(now),
+            Input::Loaded(_) | Input::LoadFailed(_) => Vec::new(),
+        }
+    }
+
+    fn init_due(&mut self, now: Instant) -> Vec<Action> {
+        match self.state {
+            WorkerState::InitWait { at } if now >= at && self.in_flight.is_none() => {
+                self.state = WorkerState::Initialising;
+                self.in_flight = Some(InFlight {
+                    call: Call::Init,
+                    since: now,
+                });
+                vec![Action::CallInit]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn init_done(
+        &mut self,
+        result: Result<Capabilities, PluginError>,
+        now: Instant,
+    ) -> Vec<Action> {
+        if self.state != WorkerState::Initialising {
+            return Vec::new();
+        }
+        self.in_flight = None;
+        match result {
+            Ok(caps) => {
+                let capabilities = CapabilitiesRecord::from(&caps);
+                if !capabilities.supports_poll(self.poll_interval) {
+                    let message = format!(
+                        "{}: poll-interval: {} is outside what this plugin supports \
+                         ({} to {}, log2 seconds); the host accepts {} to {}",
+                        self.origin,
+                        self.poll_interval,
+                        capabilities.min_poll,
+                        capabilities.max_poll,
+                        crate::config::POLL_MIN,
+                        crate::config::POLL_MAX,
+                    );
+                    tracing::error!(source = %self.label, "{message}");
+                    let mut actions = vec![Action::DropSource];
+                    actions.extend(self.stop(
+                        Call::Init,
+                        &PluginError::configuration(message),
+                        Reaction::Stop,
+                    ));
+                    return actions;
+                }
+                tracing::info!(
+                    source = %self.label,
+                    "ready: {} ({})",
+                    capabilities.description,
+                    capabilities.method
+                );
+                self.state = WorkerState::Ready;
+                vec![
+                    Action::Emit(Event::Ready { capabilities }),
+                    Action::RestartTimer,
+                ]
+            }
+            Err(e) => match init_reaction(e.kind) {
+                Reaction::Stop => {
+                    tracing::error!(source = %self.label, "init failed, source stopped: {e}");
+                    self.stop(Call::Init, &e, Reaction::Stop)
+                }
+                Reaction::Reinit | Reaction::Skip => {
+                    let wait = self.backoff.failure(Duration::ZERO);
+                    tracing::warn!(
+                        source = %self.label,
+                        "init failed: {e}; retrying in {} s",
+                        wait.as_secs_f64()
+                    );
+                    self.state = WorkerState::InitWait { at: now + wait };
+                    vec![Action::Emit(error_event(
+                        Call::Init,
+                        &e,
+                        Reaction::Reinit,
+                        Some(wait),
+                    ))]
+                }
+            },
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != WorkerState::Ready || self.in_flight.is_some() {
+            // Not polling, or the plugin is still busy: the timer does not
+            // wait for it.
+            return Vec::new();
+        }
+        self.in_flight = Some(InFlight {
+            call: Call::Sample,
+            since: now,
+        });
+        self.last_sample_call = Some(now);
+        vec![Action::CallSample]
+    }
+
+    fn sample_done(
+        &mut self,
+        result: Result<Sample, PluginError>,
+        window: CallWindow,
+        now: Instant,
+    ) -> Vec<Action> {
+        if self.state != WorkerState::Ready {
+            return Vec::new();
+        }
+        self.in_flight = None;
+        match result {
+            Ok(sample) => match check_sample(&sample, window) {
+                Ok(()) => vec![Action::Send(sample)],
+                Err(reason) => {
+                    tracing::warn!(source = %self.label, "sample rejected: {reason}");
+                    vec![Action::Emit(Event::Rejected {
+                        sample: SampleRecord::from(&sample),
+                        reason,
+                    })]
+                }
+            },
+            Err(e) => match reaction(e.kind) {
+                Reaction::Skip => {
+                    if e.kind == ErrorKind::PANICKED {
+                        tracing::warn!(source = %self.label, "{e}");
+                    } else {
+                        tracing::debug!(source = %self.label, "{e}");
+                    }
+                    vec![Action::Emit(error_event(
+                        Call::Sample,
+                        &e,
+                        Reaction::Skip,
+                        None,
+                    ))]
+                }
+                Reaction::Reinit => {
+                    let wait = self.backoff.failure(Duration::ZERO);
+                    tracing::warn!(
+                        source = %self.label,
+                        "source unavailable: {e}; closed it, init again in {} s",
+                        wait.as_secs_f64()
+                    );
+                    self.state = WorkerState::InitWait { at: now + wait };
+                    vec![
+                        Action::DropSource,
+                        Action::Emit(error_event(Call::Sample, &e, Reaction::Reinit, Some(wait))),
+                    ]
+                }
+                Reaction::Stop => {
+                    tracing::error!(source = %self.label, "source stopped: {e}");
+                    self.stop(Call::Sample, &e, Reaction::Stop)
+                }
+            },
+        }
+    }
+
+    fn sent(&mut self, sample: &Sample, delivered: bool, now: Instant) -> Vec<Action> {
+        if delivered {
+            self.backoff.reset();
+            self.undelivered = 0;
+        } else {
+            self.undelivered += 1;
+            if now.duration_since(self.started) > DELIVERY_GRACE
+                && self.undelivered.is_power_of_two()
+            {
+                tracing::warn!(
+                    source = %self.label,
+                    "the daemon is not listening ({} sample(s) not delivered)",
+                    self.undelivered
+                );
+            }
+        }
+        let since = self.last_sample_call.unwrap_or(now);
+        let latency_ns = u64::try_from(now.duration_since(since).as_nanos()).unwrap_or(u64::MAX);
+        vec![Action::Emit(Event::Sample {
+            sample: SampleRecord::from(sample),
+            delivered,
+            latency_ns,
+        })]
+    }
+
+    fn overdue(&mut self, now: Instant) -> Vec<Action> {
+        match self.in_flight {
+            Some(InFlight { call, since }) if now >= since + self.sample_timeout => {
+                let seconds = now.duration_since(since).as_secs_f64();
+                tracing::error!(
+                    source = %self.label,
+                    "plugin {}() has not returned after {seconds:.1} s; restarting the worker",
+                    call.name()
+                );
+                self.state = WorkerState::Stopped;
+                vec![
+                    Action::Emit(Event::Hung { call, seconds }),
+                    Action::Exit(WorkerExit::Hung),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn stop(&mut self, call: Call, e: &PluginError, reaction: Reaction) -> Vec<Action> {
+        self.state = WorkerState::Stopped;
+        self.in_flight = None;
+        vec![
+            Action::Emit(error_event(call, e, reaction, None)),
+            Action::Exit(WorkerExit::Stopped),
+        ]
+    }
+}
+
+fn error_event(call: Call, e: &PluginError, reaction: Reaction, retry: Option<Duration>) -> Event {
+    Event::Error {
+        call,
+        error: ErrorRecord::from(e),
+        reaction,
+        retry_in_s: retry.map(|d| d.as_secs_f64()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceConfig;
+    use ntpd_plugin_api::{ReadMethod, TimeScale};
+    use std::path::PathBuf;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn source(poll: i8) -> SourceConfig {
+        SourceConfig {
+            file: PathBuf::from("/etc/ntpd-rs/ntp.toml"),
+            position: 1,
+            name: "phc".into(),
+            path: PathBuf::from("/p.so"),
+            poll_interval: poll,
+            precision: None,
+            accuracy: None,
+            socket: None,
+            sample_timeout: S(10),
+            allow_insecure_plugin: false,
+            config_json: "{}".into(),
+        }
+    }
+
+    fn machine(poll: i8) -> (WorkerMachine, Instant) {
+        let now = Instant::now();
+        let mut m = WorkerMachine::for_source(&source(poll), S(1), S(64), now);
+        assert_eq!(m.start(now), [Action::CallLoad]);
+        assert_eq!(
+            m.call_deadline(),
+            Some(now + S(10)),
+            "loading has a deadline"
+        );
+        assert!(m.start(now).is_empty(), "started once");
+        (m, now)
+    }
+
+    fn caps() -> Capabilities {
+        Capabilities::new(ReadMethod::PRECISE, TimeScale::UTC, 5, "d")
+    }
+
+    /// A sample call's result, with a call window around its system time.
+    fn sample_done(result: Result<Sample, PluginError>) -> Input {
+        let t = result.as_ref().map_or(0, |s| s.system_time_ns);
+        Input::SampleDone {
+            result,
+            window: CallWindow {
+                before_ns: t - 10,
+                after_ns: t + 10,
+            },
+        }
+    }
+
+    /// A machine that is polling, at the time it became ready.
+    fn ready(poll: i8) -> (WorkerMachine, Instant) {
+        let (mut m, t) = machine(poll);
+        m.handle(Input::Loaded(PluginIdentity::default()), t);
+        assert_eq!(m.next_init(), Some(t));
+        assert_eq!(m.handle(Input::InitDue, t), [Action::CallInit]);
+        let a = m.handle(Input::InitDone(Ok(caps())), t);
+        assert!(matches!(a[0], Action::Emit(Event::Ready { .. })), "{a:?}");
+        assert_eq!(a[1], Action::RestartTimer);
+        assert_eq!(m.state(), WorkerState::Ready);
+        (m, t)
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<&'static str> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::CallLoad => "call-load",
+                Action::CallInit => "call-init",
+                Action::CallSample => "call-sample",
+                Action::DropSource => "drop",
+                Action::Send(_) => "send",
+                Action::Emit(Event::Loaded { .. }) => "loaded",
+                Action::Emit(Event::Ready { .. }) => "ready",
+                Action::Emit(Event::Sample { .. }) => "sample",
+                Action::Emit(Event::Error { reaction, .. }) => match reaction {
+                    Reaction::Skip => "error-skip",
+                    Reaction::Reinit => "error-reinit",
+                    Reaction::Stop => "error-stop",
+                },
+                Action::Emit(Event::Hung { .. }) => "hung",
+                Action::Emit(Event::Rejected { .. }) => "rejected",
+                Action::Emit(Event::Log { .. }) => "log",
+                Action::RestartTimer => "restart-timer",
+                Action::Exit(WorkerExit::Stopped) => "exit-stopped",
+                Action::Exit(WorkerExit::Hung) => "exit-hung",
+                Action::Exit(WorkerExit::Failed) => "exit-failed",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reactions_follow_the_contract() {
+        assert_eq!(reaction(ErrorKind::TRANSIENT), Reaction::Skip);
+        assert_eq!(reaction(ErrorKind::PANICKED), Reaction::Skip);
+        assert_eq!(reaction(ErrorKind(99)), Reaction::Skip);
+        assert_eq!(reaction(ErrorKind::UNAVAILABLE), Reaction::Reinit);
+        assert_eq!(reaction(ErrorKind::CONFIGURATION), Reaction::Stop);
+        assert_eq!(reaction(ErrorKind::FATAL), Reaction::Stop);
+        assert_eq!(init_reaction(ErrorKind::TRANSIENT), Reaction::Reinit);
+        assert_eq!(init_reaction(ErrorKind(99)), Reaction::Reinit);
+        assert_eq!(init_reaction(ErrorKind::PANICKED), Reaction::Reinit);
+        assert_eq!(init_reaction(ErrorKind::UNAVAILABLE), Reaction::Reinit);
+        assert_eq!(init_reaction(ErrorKind::FATAL), Reaction::Stop);
+    }
+
+    #[test]
+    fn reinit_waits_at_most_one_poll_interval() {
+        assert_eq!(reinit_backoff_max(S(1), S(64), S(1)), S(1));
+        assert_eq!(
+            reinit_backoff_max(S(1), S(64), Duration::from_millis(500)),
+            S(1)
+        );
+        assert_eq!(reinit_backoff_max(S(1), S(64), S(16)), S(16));
+        assert_eq!(reinit_backoff_max(S(1), S(32), S(64)), S(32));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn load_failure_stops_the_source() {
+        let (mut m, t) = machine(0);
+        let a = m.handle(Input::LoadFailed("/p.so: not an ELF file".into()), t);
+        assert_eq!(kinds(&a), ["error-stop", "exit-stopped"]);
+        let Action::Emit(Event::Error { call, error, .. }) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!((*call, error.kind), (Call::Load, ErrorKind::CONFIGURATION));
+        assert_eq!(m.state(), WorkerState::Stopped);
+        // Nothing moves a stopped worker.
+        assert!(m.handle(Input::Tick, t).is_empty());
+        assert!(m.handle(Input::InitDue, t).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_sample_one_call_at_a_time() {
+        let (mut m, t0) = ready(0);
+        assert_eq!(m.handle(Input::Tick, t0), [Action::CallSample]);
+        // The plugin is busy: later ticks are skipped, not queued.
+        tokio::time::advance(S(1)).await;
+        assert!(m.handle(Input::Tick, Instant::now()).is_empty());
+        assert_eq!(m.call_deadline(), Some(t0 + S(10)));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let s = Sample::new(1, 42, 3);
+        assert_eq!(
+            m.handle(sample_done(Ok(s)), Instant::now()),
+            [Action::Send(s)]
+        );
+        assert_eq!(m.call_deadline(), None);
+        let a = m.handle(
+            Input::Sent {
+                sample: s,
+                delivered: true,
+            },
+            Instant::now(),
+        );
+        let [
+            Action::Emit(Event::Sample {
+                sample,
+                delivered,
+                latency_ns,
+            }),
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!((sample.offset_ns, *delivered), (42, true));
+        assert_eq!(*latency_ns, 1_500_000_000);
+        // A second Loaded is not a transition.
+        assert!(
+            m.handle(Input::Loaded(PluginIdentity::default()), Instant::now())
+                .is_empty()
+        );
+        assert_eq!(m.handle(Input::Tick, Instant::now()), [Action::CallSample]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn skipped_kinds_are_reported_and_polling_goes_on() {
+        for kind in [ErrorKind::TRANSIENT, ErrorKind::PANICKED, ErrorKind(42)] {
+            let (mut m, t) = ready(0);
+            m.handle(Input::Tick, t);
+            let a = m.handle(sample_done(Err(PluginError::new(kind, "x"))), t);
+            assert_eq!(kinds(&a), ["error-skip"], "{kind}");
+            assert_eq!(m.state(), WorkerState::Ready);
+            assert_eq!(m.handle(Input::Tick, t), [Action::CallSample]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_kinds_end_the_worker() {
+        for kind in [ErrorKind::CONFIGURATION, ErrorKind::FATAL] {
+            let (mut m, t) = ready(0);
+            m.handle(Input::Tick, t);
+            let a = m.handle(sample_done(Err(PluginError::new(kind, "x"))), t);
+            assert_eq!(kinds(&a), ["error-stop", "exit-stopped"], "{kind}");
+            assert_eq!(m.state(), WorkerState::Stopped);
+        }
+        let (mut m, t) = machine(0);
+        m.handle(Input::Loaded(PluginIdentity::default()), t);
+        m.handle(Input::InitDue, t);
+        let a = m.handle(Input::InitDone(Err(PluginError::fatal("no"))), t);
+        assert_eq!(kinds(&a), ["error-stop", "exit-stopped"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_drops_the_source_and_reinits_with_backoff_capped_at_the_poll() {
+        // poll-interval 2: 4 s; the backoff doubles 1, 2, 4 and stays at 4.
+        let (mut m, t) = ready(2);
+        m.handle(Input::Tick, t);
+        let a = m.handle(
+            sample_done(Err(PluginError::unavailable("/dev/ptp0: gone"))),
+            t,
+        );
+        assert_eq!(kinds(&a), ["drop", "error-reinit"]);
+        let mut waits = Vec::new();
+        let mut at = m.next_init().expect("init scheduled");
+        waits.push(at.duration_since(t).as_secs());
+        for _ in 0..4 {
+            tokio::time::advance(at.duration_since(Instant::now())).await;
+            let now = Instant::now();
+            assert_eq!(m.handle(Input::InitDue, now), [Action::CallInit]);
+            assert_eq!(m.next_init(), None, "nothing while init runs");
+            let a = m.handle(
+                Input::InitDone(Err(PluginError::unavailable("still gone"))),
+                now,
+            );
+            assert_eq!(kinds(&a), ["error-reinit"]);
+            let Action::Emit(Event::Error { retry_in_s, .. }) = &a[0] else {
+                panic!()
+            };
+            at = m.next_init().unwrap();
+            assert_eq!(Some(at.duration_since(now).as_secs_f64()), *retry_in_s);
+            waits.push(at.duration_since(now).as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 4, 4]);
+        // Too early: nothing; on time: init, and success resumes polling.
+        assert!(m.handle(Input::InitDue, Instant::now()).is_empty());
+        tokio::time::advance(at.duration_since(Instant::now())).await;
+        m.handle(Input::InitDue, Instant::now());
+        let a = m.handle(Input::InitDone(Ok(caps())), Instant::now());
+        assert_eq!(kinds(&a), ["ready", "restart-timer"]);
+        // A delivered sample resets the backoff.
+        let now = Instant::now();
+        m.handle(Input::Tick, now);
+        let s = Sample::new(0, 0, 1);
+        m.handle(sample_done(Ok(s)), now);
+        m.handle(
+            Input::Sent {
+                sample: s,
+                delivered: true,
+            },
+            now,
+        );
+        m.handle(Input::Tick, now);
+        m.handle(sample_done(Err(PluginError::unavailable("x"))), now);
+        assert_eq!(m.next_init(), Some(now + S(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_init_error_kind_is_retried_unless_it_stops() {
+        for kind in [
+            ErrorKind::TRANSIENT,
+            ErrorKind::UNAVAILABLE,
+            ErrorKind::PANICKED,
+            ErrorKind(1000),
+        ] {
+            let (mut m, t) = machine(0);
+            m.handle(Input::Loaded(PluginIdentity::default()), t);
+            m.handle(Input::InitDue, t);
+            let a = m.handle(Input::InitDone(Err(PluginError::new(kind, "x"))), t);
+            assert_eq!(kinds(&a), ["error-reinit"], "{kind}");
+            assert_eq!(m.next_init(), Some(t + S(1)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_the_timeout_is_a_hang() {
+        let (mut m, t) = ready(0);
+        m.handle(Input::Tick, t);
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(m.handle(Input::Overdue, Instant::now()).is_empty(), "early");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let a = m.handle(Input::Overdue, Instant::now());
+        assert_eq!(kinds(&a), ["hung", "exit-hung"]);
+        let Action::Emit(Event::Hung { call, seconds }) = &a[0] else {
+            panic!()
+        };
+        assert_eq!((*call, *seconds), (Call::Sample, 10.0));
+        // A hanging init is a hang too.
+        let (mut m, t) = machine(0);
+        m.handle(Input::Loaded(PluginIdentity::default()), t);
+        m.handle(Input::InitDue, t);
+        assert_eq!(m.call_deadline(), Some(t + S(10)));
+        let a = m.handle(Input::Overdue, t + S(10));
+        assert_eq!(kinds(&a), ["hung", "exit-hung"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_interval_the_plugin_does_not_support_is_a_configuration_stop() {
+        let (mut m, t) = machine(6);
+        m.handle(Input::Loaded(PluginIdentity::default()), t);
+        m.handle(Input::InitDue, t);
+        let mut narrow = caps();
+        narrow.max_poll_log2 = 4;
+        let a = m.handle(Input::InitDone(Ok(narrow)), t);
+        assert_eq!(kinds(&a), ["drop", "error-stop", "exit-stopped"]);
+        let Action::Emit(Event::Error { error, .. }) = &a[1] else {
+            panic!()
+        };
+        assert_eq!(error.kind, ErrorKind::CONFIGURATION);
+        assert_eq!(
+            error.message,
+            "/etc/ntpd-rs/ntp.toml: [[source]] #1: poll-interval: 6 is outside what this \
+             plugin supports (-1 to 4, log2 seconds); the host accepts -1 to 6"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn undelivered_samples_are_counted_and_still_reported() {
+        let (mut m, t) = ready(0);
+        for i in 0..3 {
+            tokio::time::advance(S(4)).await;
+            let now = Instant::now();
+            m.handle(Input::Tick, now);
+            let s = Sample::new(i, i, 1);
+            m.handle(sample_done(Ok(s)), now);
+            let a = m.handle(
+                Input::Sent {
+                    sample: s,
+                    delivered: false,
+                },
+                now,
+            );
+            assert!(matches!(
+                a[..],
+                [Action::Emit(Event::Sample {
+                    delivered: false,
+                    ..
+                })]
+            ));
+        }
+        assert_eq!(m.undelivered, 3);
+        assert!(Instant::now().duration_since(t) > DELIVERY_GRACE);
+        // One delivery clears the count.
+        let now = Instant::now();
+        m.handle(Input::Tick, now);
+        let s = Sample::new(0, 0, 1);
+        m.handle(sample_done(Ok(s)), now);
+        m.handle(
+            Input::Sent {
+                sample: s,
+                delivered: true,
+            },
+            now,
+        );
+        assert_eq!(m.undelivered, 0);
+    }
+
+    #[test]
+    fn samples_that_break_the_contract_are_found() {
+        let w = CallWindow {
+            before_ns: 1_700_000_000_000_000_000,
+            after_ns: 1_700_000_000_000_100_000,
+        };
+        let ok = Sample::new(w.before_ns + 50_000, 1_000, 5);
+        assert_eq!(check_sample(&ok, w), Ok(()));
+        let mut s = ok;
+        s.error_ns = 0;
+        assert!(
+            check_sample(&s, w)
+                .unwrap_err()
+                .contains("error bound is 0")
+        );
+        for offset in [i64::MAX, i64::MIN, MAX_OFFSET_NS + 1, -MAX_OFFSET_NS - 1] {
+            let mut s = ok;
+            s.offset_ns = offset;
+            assert!(
+                check_sample(&s, w).unwrap_err().contains("beyond"),
+                "{offset}"
+            );
+        }
+        let mut s = ok;
+        s.offset_ns = MAX_OFFSET_NS;
+        assert_eq!(check_sample(&s, w), Ok(()), "68 years is still a time");
+        s.offset_ns = 37_000_000_000;
+        assert_eq!(check_sample(&s, w), Ok(()), "TAI-UTC is");
+        for t in [
+            0,
+            w.before_ns - WINDOW_SLACK_NS - 1,
+            w.after_ns + WINDOW_SLACK_NS + 1,
+        ] {
+            let mut s = ok;
+            s.system_time_ns = t;
+            assert!(
+                check_sample(&s, w)
+                    .unwrap_err()
+                    .contains("not during the call"),
+                "{t}"
+            );
+        }
+        let mut s = ok;
+        s.system_time_ns = w.after_ns + WINDOW_SLACK_NS;
+        assert_eq!(check_sample(&s, w), Ok(()), "within the slack");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_sample_is_reported_not_sent_and_polling_goes_on() {
+        let (mut m, t) = ready(0);
+        m.handle(Input::Tick, t);
+        let mut bad = Sample::new(1_000, 5, 1);
+        bad.error_ns = 0;
+        let a = m.handle(sample_done(Ok(bad)), t);
+        let [Action::Emit(Event::Rejected { sample, reason })] = a.as_slice() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(sample.offset_ns, 5);
+        assert!(reason.contains("error bound is 0"), "{reason}");
+        assert_eq!(m.state(), WorkerState::Ready);
+        assert_eq!(m.handle(Input::Tick, t), [Action::CallSample]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_load_is_a_hang() {
+        let (mut m, t) = machine(0);
+        let a = m.handle(Input::Overdue, t + S(10));
+        assert_eq!(kinds(&a), ["hung", "exit-hung"]);
+        let Action::Emit(Event::Hung { call, .. }) = &a[0] else {
+            panic!()
+        };
+        assert_eq!(*call, Call::Load);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn results_that_come_when_not_asked_for_are_ignored() {
+        let (mut m, t) = machine(0);
+        assert!(m.handle(Input::InitDone(Ok(caps())), t).is_empty());
+        assert!(
+            m.handle(sample_done(Ok(Sample::new(0, 0, 1))), t)
+                .is_empty()
+        );
+        assert!(m.handle(Input::Overdue, t).is_empty());
+        assert!(m.handle(Input::Tick, t).is_empty(), "not ready yet");
+    }
+}
