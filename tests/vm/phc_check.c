@@ -11,6 +11,13 @@
  *                          the clock_settime call took)
  *   phc_check clocks       prints realtime_ns=R monoraw_ns=M (busybox date
  *                          has no nanoseconds)
+ *   phc_check sendsock PATH OFFSET_NS
+ *                          sends one SOCK datagram (40 bytes, the ntpd-rs sock
+ *                          source's format) with that offset to the unix
+ *                          datagram socket PATH; prints "ok" or "err errno=E"
+ *   phc_check runas UID GID PROG [ARGS...]
+ *                          runs PROG as UID:GID with no supplementary groups
+ *                          (busybox has no setpriv)
  *
  * METHOD: precise (PTP_SYS_OFFSET_PRECISE), extended (PTP_SYS_OFFSET_EXTENDED),
  * basic (PTP_SYS_OFFSET), gettime (clock_gettime on the fd's clock id).
@@ -28,8 +35,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/timex.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,6 +171,43 @@ static int control(int fd, const char *op, long long v)
 	return 0;
 }
 
+/* one SOCK datagram: tv_sec, tv_usec, offset (s), pulse, leap, pad, magic */
+static int sendsock(const char *path, long long offset_ns)
+{
+	unsigned char buf[40];
+	struct sockaddr_un sa;
+	struct timespec now;
+	int64_t sec, usec;
+	double off = (double)offset_ns * 1e-9;
+	int32_t zero = 0, magic = 0x534f434b;
+	int fd;
+
+	memset(buf, 0, sizeof(buf));
+	clock_gettime(CLOCK_REALTIME, &now);
+	sec = now.tv_sec;
+	usec = now.tv_nsec / 1000;
+	memcpy(buf, &sec, 8);
+	memcpy(buf + 8, &usec, 8);
+	memcpy(buf + 16, &off, 8);
+	memcpy(buf + 24, &zero, 4);
+	memcpy(buf + 28, &zero, 4);
+	memcpy(buf + 36, &magic, 4);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "path too long\n");
+		return 2;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (fd < 0 || sendto(fd, buf, sizeof(buf), 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		printf("err errno=%d %s\n", errno, strerror(errno));
+		return 1;
+	}
+	printf("ok\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int n = argc > 3 ? atoi(argv[3]) : 5;
@@ -176,6 +223,20 @@ int main(int argc, char **argv)
 		printf("realtime_ns=%lld monoraw_ns=%lld\n", (long long)ts_ns(&r),
 		       (long long)ts_ns(&m));
 		return 0;
+	}
+	if (argc == 4 && !strcmp(argv[1], "sendsock"))
+		return sendsock(argv[2], strtoll(argv[3], NULL, 0));
+	if (argc >= 5 && !strcmp(argv[1], "runas")) {
+		uid_t uid = (uid_t)strtoul(argv[2], NULL, 0);
+		gid_t gid = (gid_t)strtoul(argv[3], NULL, 0);
+
+		if (setgroups(0, NULL) || setgid(gid) || setuid(uid)) {
+			printf("err errno=%d %s (runas)\n", errno, strerror(errno));
+			return 1;
+		}
+		execvp(argv[4], argv + 4);
+		printf("err errno=%d %s (exec %s)\n", errno, strerror(errno), argv[4]);
+		return 1;
 	}
 	if (argc == 4 && (!strcmp(argv[2], "adjfine") || !strcmp(argv[2], "adjtime") ||
 			  !strcmp(argv[2], "settime") || !strcmp(argv[2], "setrel"))) {

@@ -22,32 +22,16 @@
 # Output: "# ..." lines (the host shows them), one "# result ..." line per run,
 # and per-second lines "S TOOL METHOD T_MS OFFSET_NS" (console log only).
 
-TC=/sys/module/ptp_testclock/parameters
-KO=/lib/modules/ptp_testclock.ko
-HOST=/opt/ntpd-host/bin/ntpd-host
-PTP_SO=/opt/ntpd-host/lib/libntpd_ptp.so
+. /lib.sh
+
 START_OFFSET=200000000  # ns, PHC - CLOCK_REALTIME at the start of a run
 START_FREQ=20000        # ppb, the test clock's oscillator error
 
 . /etc/bench.conf
 [ $# -gt 0 ] && BENCH_METHODS="$*"
 
-note() { echo "# $*"; }
-
-tc_unload() {
-	grep -q '^ptp_testclock ' /proc/modules && rmmod ptp_testclock
-	return 0
-}
-
-dev_by_name() {
-	for p in /sys/class/ptp/ptp*; do
-		[ "$(cat "$p/clock_name" 2>/dev/null)" = "$1" ] && echo "/dev/${p##*/}" && return 0
-	done
-	return 1
-}
-
-# tc_load METHOD: the test clock with that read method, at the start offset
-tc_load() {
+# tc_load_method METHOD: the test clock with that read method, at the start offset
+tc_load_method() {
 	local p
 	case $1 in
 	precise) p= ;;
@@ -55,32 +39,13 @@ tc_load() {
 	basic) p="precise=0 extended=0" ;;
 	*) return 1 ;;
 	esac
-	tc_unload
-	insmod "$KO" name=tc_bench offset_ns=$START_OFFSET freq_ppb=$START_FREQ $p || return 1
-	DEV=$(dev_by_name tc_bench)
-	[ -n "$DEV" ]
+	tc_load name=tc_bench offset_ns=$START_OFFSET freq_ppb=$START_FREQ $p
 }
 
 start_ntpd_host() {
-	mkdir -p /run/ntpd-rs
-	cat > /tmp/bench.toml <<-EOT
-	[observability]
-	log-level = "info"
-	observation-path = "/run/ntpd-rs/observe"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "phc"
-	poll-interval = $BENCH_POLL
-	[source.config]
-	clock-name = "tc_bench"
-
-	[synchronization]
-	minimum-agreeing-sources = 1
-	EOT
-	"$HOST" run -c /tmp/bench.toml > /tmp/tool.log 2>&1 &
-	TOOL_PID=$!
+	ntp_config "$(plugin_source phc "$BENCH_POLL" clock-name=tc_bench)" > /tmp/bench.toml
+	start_host /tmp/bench.toml
+	TOOL_PID=$HOSTPID
 }
 
 start_chrony() {
@@ -106,8 +71,8 @@ start_phc2sys() {
 tool_method() {
 	case $1 in
 	ntpd-host)
-		"$HOST" status -c /tmp/bench.toml --json 2>/dev/null |
-			sed -n 's/.*"method":"\([a-z]*\)".*/\1/p' | head -n 1 ;;
+		status_now /tmp/bench.toml
+		src_raw phc method ;;
 	*) echo "-" ;;
 	esac
 }
@@ -116,9 +81,9 @@ tool_method() {
 run_one() {
 	local tool=$1 method=$2 t0 t off i reads0 reads1 used res
 	clockctl reset "$BASE" > /dev/null || { note "clockctl reset failed"; return 1; }
-	tc_load "$method" || { note "result tool=$tool method=$method error=insmod"; return 1; }
+	tc_load_method "$method" || { note "result tool=$tool method=$method error=insmod"; return 1; }
 	reads0=$(cat $TC/reads)
-	rm -f /tmp/samples
+	rm -f /tmp/samples /tmp/tool.log /tmp/host.log
 	t0=$(clockctl now)
 	"start_$(echo "$tool" | tr - _)"
 	i=0
@@ -137,7 +102,7 @@ run_one() {
 	done
 	reads1=$(cat $TC/reads)
 	kill "$TOOL_PID" 2>/dev/null; wait "$TOOL_PID" 2>/dev/null
-	grep -v kalman /tmp/tool.log | tail -n 6 | sed "s/^/L $tool $method: /"
+	grep -hv kalman /tmp/tool.log /tmp/host.log 2>/dev/null | tail -n 6 | sed "s/^/L $tool $method: /"
 	res=$(awk -v secs="$BENCH_SECS" -v win="$BENCH_WINDOW" '
 	function sq(x, r, k) { if (x <= 0) return 0; r = x; for (k = 0; k < 100; k++) r = (r + x / r) / 2; return r }
 	function abs(x) { return x < 0 ? -x : x }

@@ -7,9 +7,7 @@
 # true offset (from the test clock module, not from ntpd-host) next to what
 # `ntpd-host status` reports. Lines starting with "# " are shown on the host.
 
-TC=/sys/module/ptp_testclock/parameters
-HOST=/opt/ntpd-host/bin/ntpd-host
-PTP_SO=/opt/ntpd-host/lib/libntpd_ptp.so
+. /lib.sh
 . /etc/demo.conf
 
 say() { echo "# $*"; }
@@ -26,24 +24,9 @@ insmod /lib/modules/ptp_testclock.ko name=demo_phc offset_ns=200000000 freq_ppb=
 for p in /sys/class/ptp/ptp*; do
 	[ "$(cat "$p/clock_name")" = demo_phc ] && DEV=/dev/${p##*/}
 done
-mkdir -p /run/ntpd-rs /etc/ntpd-rs
-cat > /etc/ntpd-rs/ntp.toml <<EOT
-[observability]
-log-level = "warn"
-observation-path = "/run/ntpd-rs/observe"
-
-[[source]]
-mode = "plugin"
-path = "$PTP_SO"
-name = "phc"
-poll-interval = 0
-[source.config]
-clock-name = "demo_phc"
-
-[synchronization]
-minimum-agreeing-sources = 1
-EOT
-
+mkdir -p /etc/ntpd-rs
+SYNC_EXTRA= ntp_config "$(plugin_source phc 0 clock-name=demo_phc)" |
+	sed 's/^log-level = "info"/log-level = "warn"/' > /etc/ntpd-rs/ntp.toml
 say ""
 say "=== ntpd-host demo: a PTP hardware clock steering a Linux clock, live ==="
 say "guest: Linux $(uname -r) under qemu; PHC $DEV \"demo_phc\" (test module):"

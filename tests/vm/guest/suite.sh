@@ -11,10 +11,8 @@
 # measured. Offsets are PHC - CLOCK_REALTIME in ns, the sign of the
 # module's true_offset_ns.
 
-TC=/sys/module/ptp_testclock/parameters
-KO=/lib/modules/ptp_testclock.ko
-HOST=/opt/ntpd-host/bin/ntpd-host
-PTP_SO=/opt/ntpd-host/lib/libntpd_ptp.so
+. /lib.sh
+
 OFF=123456789          # the test clock's offset for the read-path checks, ns
 
 # ---- bounds (measured under qemu TCG; see README) ----
@@ -46,6 +44,16 @@ B_LOOP_RMS_standard=500   # the same, standard (diagnostic only, never fails)
 B_LOOP_MAX_X=3            # max |offset| in the window at most this many times the RMS bound (seen: 92 precise, 171 extended)
 OUTAGE_LONG=10         # s, the counted daemon_rmmod_reload outage (over the old backoff's 1+2+4 s retries)
 B_PL_DROPS=3           # samples of 20 the plugin may drop as "disturbed" (transient)
+B_DAEMON_RESUME_MS=2000   # daemon restart (new pid seen) to the next delivered sample: two 1 s poll intervals
+B_CLOCK_UNTOUCHED_NS=1000000  # |change of CLOCK_REALTIME - CLOCK_MONOTONIC_RAW| over the set-clock attempt, ns (nobody steers it)
+CB_SEGMENT=/var/run/clockbound/shm0  # `clockbound = true`: the protocol's default path
+CB_PHASE_MS=60000      # each containment phase of check_clockbound_containment, ms
+CB_EVERY_US=20000      # the client reads every 20 ms (50 a second)
+B_CB_SYNC_MS=120000    # host start to the client's first synchronized reading, ms (the loop locks in 26-45 s)
+B_CB_SYNC_SHARE=90     # % of a quiet phase's readings that must be synchronized
+B_CB_WIDTH_MEDIAN=1000 # the issue's goal: median width [earliest, latest] under 1 us, quiet phase, ns
+B_CB_VOID_MS=20000     # last sample to the client's first unknown reading: void-after (16 s) + 4 s, ms
+B_CB_RECOVER_MS=15000  # source back to the first synchronized reading again, ms (reinit backoff included)
 
 CHECKS="testclock_all_paths testclock_no_precise testclock_basic_only
 testclock_drift testclock_adjfine_apart testclock_adjtime_step
@@ -56,13 +64,14 @@ plugin_all_callbacks plugin_no_crosstimestamp plugin_basic_only
 plugin_method_forced plugin_method_forced_missing plugin_clock_name_renumber
 plugin_igb plugin_eio_burst plugin_ebusy_burst plugin_tai_and_offset
 daemon_rmmod_reload daemon_rmmod_reload_short daemon_rmmod_reload_poll4 three_sources_status
-closed_loop_precise closed_loop_extended closed_loop_tai"
+worker_unprivileged worker_cannot_set_the_clock other_users daemon_kill9_restart
+daemon_panic_exit startup_sigterm
+closed_loop_precise closed_loop_extended closed_loop_tai
+clockbound_containment clockbound_disruption"
 
 PASS=0
 FAIL=0
 DETAIL=
-
-note() { echo "# $*"; }
 
 run_check() {
 	DETAIL=
@@ -77,44 +86,6 @@ run_check() {
 }
 
 # ---- helpers ----
-
-tc_unload() {
-	grep -q '^ptp_testclock ' /proc/modules && rmmod ptp_testclock
-	return 0
-}
-
-# tc_load [param=value ...]: (re)load the test clock; sets DEV
-tc_load() {
-	tc_unload
-	insmod "$KO" "$@" || return 1
-	DEV=$(dev_by_name "$(cat $TC/name)")
-	[ -n "$DEV" ]
-}
-
-# /dev/ptpN whose clock_name is $1
-dev_by_name() {
-	for p in /sys/class/ptp/ptp*; do
-		[ "$(cat "$p/clock_name" 2>/dev/null)" = "$1" ] && echo "/dev/${p##*/}" && return 0
-	done
-	return 1
-}
-
-truth() { cat $TC/true_offset_ns; }
-
-# stats TRUTH < phc_check output: n errs mean sd maxabs maxdelay (err = offset - TRUTH)
-stats() {
-	awk -v t="$1" '
-	function sq(x, r, i) { if (x <= 0) return 0; r = x; for (i = 0; i < 100; i++) r = (r + x / r) / 2; return r }
-	/^ok offset_ns=/ { split($2, a, "="); split($3, b, "="); e = a[2] - t
-		n++; s += e; ss += e * e; if (e < 0) e = -e; if (e > m) m = e
-		if (b[2] > md) md = b[2]; next }
-	/^err / { errs++ }
-	END { mean = n ? s / n : 0; sd = n > 1 ? sq((ss - n * mean * mean) / (n - 1)) : 0
-		printf "%d %d %.0f %.0f %d %d\n", n, errs, mean, sd, m, md }'
-}
-
-# le A B: A <= B (numbers, may be floats)
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }'; }
 
 # measure METHOD BOUND [READINGS] [COUNT]: 20 measurements against the truth
 # appends "METHOD n=.. mean=.. sd=.. max|err|=.. maxdelay=.." to DETAIL
@@ -515,43 +486,11 @@ check_diag_daemon_status() {
 # the daemon config: the test clock (by name) and igb (by interface), 1 s
 # polls (the test clock's poll-interval is $1, log2 s, if given)
 daemon_config() {
-	cat <<-EOF
-	[observability]
-	log-level = "info"
-	observation-path = "/run/ntpd-rs/observe"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "testclock"
-	poll-interval = ${1:-0}
-	[source.config]
-	clock-name = "tc_daemon"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "igb"
-	poll-interval = 0
-	[source.config]
-	interface = "eth0"
-
-	[synchronization]
-	minimum-agreeing-sources = 1
-	EOF
+	ntp_config "$(plugin_source testclock "${1:-0}" clock-name=tc_daemon)" \
+		"$(plugin_source igb 0 interface=eth0)"
 }
 
 # ---- checks: ntpd-host run (the real ntpd-rs daemon, as root in the guest) ----
-
-# src_field NAME FIELD: a field of source NAME in `ntpd-host status --json`
-# (the status is one line; each source object starts with "clock-name")
-STATUS=
-status_now() { STATUS=$("$HOST" status -c /tmp/ntp.toml --json 2>/dev/null | sed 's/{"clock-name":/\n&/g'); }
-src_field() {
-	echo "$STATUS" | grep "\"name\":\"$1\"" | sed -n "s/.*\"$2\":\\({[^}]*}\\|\"[^\"]*\"\\|-\\{0,1\\}[0-9][0-9]*\\|null\\).*/\\1/p" | head -n 1
-}
-
-now_ms() { local c; c=$(phc_check clocks); c=${c#*monoraw_ns=}; echo $((c / 1000000)); }
 
 # the test clock removed under a running ntpd-host: its source becomes
 # unavailable while igb keeps delivering and the daemon keeps running; after
@@ -577,34 +516,34 @@ daemon_rmmod_reload() { # OUTAGE_SECONDS [POLL_LOG2]
 	for i in $(seq 80); do
 		sleep 0.5
 		status_now
-		[ "$(src_field testclock samples)" -ge 3 ] 2>/dev/null && [ "$(src_field igb samples)" -ge 3 ] 2>/dev/null && break
+		[ "$(src testclock samples)" -ge 3 ] 2>/dev/null && [ "$(src igb samples)" -ge 3 ] 2>/dev/null && break
 	done
-	tc0=$(src_field testclock samples); igb0=$(src_field igb delivered)
-	dpid=$(echo "$STATUS" | sed -n 's/.*"daemon-pid":\([0-9]*\).*/\1/p' | head -n 1)
+	tc0=$(src testclock samples); igb0=$(src igb delivered)
+	dpid=$(status_field daemon-pid)
 	DETAIL="before: testclock $tc0 samples, igb $igb0 delivered, daemon pid $dpid;"
 	rmmod ptp_testclock || { DETAIL="$DETAIL rmmod failed;"; ok=1; }
 	sleep "$outage"
 	status_now
-	st=$(src_field testclock state); err=$(src_field testclock errors); igb1=$(src_field igb delivered)
+	st=$(src testclock state); err=$(src testclock errors); igb1=$(src igb delivered)
 	DETAIL="$DETAIL $outage s after rmmod: testclock $st, errors $err; igb delivered $igb0 -> $igb1;"
 	[ "$st" != '"running"' ] && case "$err" in *unavailable*) true ;; *) false ;; esac || ok=1
 	[ "$((igb1 - igb0))" -ge 2 ] 2>/dev/null || ok=1
 	kill -0 "$host" 2>/dev/null && kill -0 "$dpid" 2>/dev/null || { DETAIL="$DETAIL daemon gone;"; ok=1; }
-	tc1=$(src_field testclock samples)
+	tc1=$(src testclock samples)
 	t0=$(now_ms)
 	insmod "$KO" name=tc_daemon || { DETAIL="$DETAIL reload failed;"; ok=1; }
 	t1=
 	for i in $(seq 200); do
 		status_now
-		if [ "$(src_field testclock samples)" -gt "$tc1" ] 2>/dev/null; then t1=$(now_ms); break; fi
+		if [ "$(src testclock samples)" -gt "$tc1" ] 2>/dev/null; then t1=$(now_ms); break; fi
 		sleep 0.1
 	done
-	st=$(src_field testclock state)
+	st=$(src testclock state)
 	if [ -n "$t1" ]; then
 		DETAIL="$DETAIL reloaded as $(dev_by_name tc_daemon): first sample after $((t1 - t0)) ms (bound $bound: two $((1000 << poll)) ms poll intervals), state $st;"
 		[ $((t1 - t0)) -le $bound ] || ok=1
 	else
-		DETAIL="$DETAIL reloaded: no sample within 20 s, state $st, last error $(src_field testclock last-error);"
+		DETAIL="$DETAIL reloaded: no sample within 20 s, state $st, last error $(src testclock last-error);"
 		ok=1
 	fi
 	kill -0 "$host" 2>/dev/null && kill -0 "$dpid" 2>/dev/null || { DETAIL="$DETAIL daemon gone at the end;"; ok=1; }
@@ -620,47 +559,9 @@ daemon_rmmod_reload() { # OUTAGE_SECONDS [POLL_LOG2]
 # which the daemon has measurements (finite uncertainty, an offset near the
 # host's own last sample); the text `status` shows the same three sources
 three_config() {
-	cat <<-EOF
-	[observability]
-	log-level = "info"
-	observation-path = "/run/ntpd-rs/observe"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "tc_a"
-	poll-interval = 0
-	[source.config]
-	clock-name = "tc_a"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "tc_b"
-	poll-interval = 0
-	[source.config]
-	clock-name = "tc_b"
-	method = "extended"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "igb"
-	poll-interval = 0
-	[source.config]
-	interface = "eth0"
-
-	[synchronization]
-	minimum-agreeing-sources = 1
-	EOF
-}
-
-# dsrc_field NAME FIELD: a number or string in the daemon's view of source
-# NAME (the "daemon" object joined into that source in status --json; its
-# keys address, offset, uncertainty occur nowhere else in the source)
-dsrc_field() {
-	echo "$STATUS" | grep "\"name\":\"$1\"" | grep '"daemon":{' |
-		sed -n "s/.*\"$2\":\(\"[^\"]*\"\|-\{0,1\}[0-9][0-9.eE+-]*\|null\).*/\1/p" | head -n 1
+	ntp_config "$(plugin_source tc_a 0 clock-name=tc_a)" \
+		"$(plugin_source tc_b 0 clock-name=tc_b method=extended)" \
+		"$(plugin_source igb 0 interface=eth0)"
 }
 
 check_three_sources_status() {
@@ -679,8 +580,8 @@ check_three_sources_status() {
 		status_now
 		n=0
 		for s in tc_a tc_b igb; do
-			[ "$(src_field $s delivered)" -ge $B_3SRC_SAMPLES ] 2>/dev/null &&
-				[ "$(dsrc_field $s uncertainty | awk '{ print ($1 + 0 < 1e-3) }')" = 1 ] && n=$((n + 1))
+			[ "$(src $s delivered)" -ge $B_3SRC_SAMPLES ] 2>/dev/null &&
+				[ "$(dsrc $s uncertainty | awk '{ print ($1 + 0 < 1e-3) }')" = 1 ] && n=$((n + 1))
 		done
 		[ $n = 3 ] && break
 	done
@@ -690,10 +591,10 @@ check_three_sources_status() {
 	[ $waited -le $B_3SRC_READY_MS ] || ok=1
 	for s in tc_a tc_b igb; do
 		local st sm dl m dev off dadr doff dunc sock d
-		st=$(src_field $s state); sm=$(src_field $s samples); dl=$(src_field $s delivered)
-		m=$(src_field $s method); dev=$(src_field $s device); off=$(src_field $s last-offset-ns)
-		sock=$(src_field $s socket)
-		dadr=$(dsrc_field $s address); doff=$(dsrc_field $s offset); dunc=$(dsrc_field $s uncertainty)
+		st=$(src $s state); sm=$(src $s samples); dl=$(src $s delivered)
+		m=$(src $s method); dev=$(src $s device); off=$(src $s last-offset-ns)
+		sock=$(src $s socket)
+		dadr=$(dsrc $s address); doff=$(dsrc $s offset); dunc=$(dsrc $s uncertainty)
 		case $s in igb) want='"extended"' ;; tc_b) want='"extended"' ;; *) want='"precise"' ;; esac
 		# |daemon's offset - host's last sample|, ns
 		d=$(awk -v a="$doff" -v b="$off" 'BEGIN { d = a * 1e9 - b; printf "%.0f", d < 0 ? -d : d }')
@@ -716,7 +617,184 @@ check_three_sources_status() {
 	kill -0 "$host" 2>/dev/null || { DETAIL="$DETAIL host gone;"; ok=1; }
 	kill "$host"; wait "$host" 2>/dev/null
 	adjtimex -f 0 >/dev/null
-	[ $ok = 0 ] || { sed 's/^/# status: /' /tmp/status.txt; echo "$STATUS" | cut -c1-1500 | sed 's/^/# json: /'; grep -v kalman /tmp/daemon.log | tail -n 15 | sed 's/^/# log: /'; }
+	[ $ok = 0 ] || { sed 's/^/# status: /' /tmp/status.txt; echo "$STATUS" | head -n 60 | sed "s/^/# status: /"; grep -v kalman /tmp/daemon.log | tail -n 15 | sed 's/^/# log: /'; }
+	return $ok
+}
+
+# ---- checks: privileges, other users, the daemon supervised ----
+
+# the worker of a PTP source runs as the ntpd-host user with no capability,
+# no new privileges and the seccomp filter, and still reads the test PHC
+# (mdev gives /dev/ptpN to group ntpd-host, 0640, as the udev rule does)
+check_worker_unprivileged() {
+	tc_load name=tc_priv || { DETAIL="insmod failed"; return 1; }
+	local mode pid st uid gid groups caps nnp sec dl ok=0
+	mode=$(stat -c '%A %U %G' "$DEV")
+	ntp_config "$(plugin_source phc 0 clock-name=tc_priv)" > $NTP_TOML
+	start_host
+	wait_delivered phc 3 || ok=1
+	pid=$(src phc pid)
+	st=/proc/$pid/status
+	uid=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "$st")
+	gid=$(awk '/^Gid:/ { print $2, $3, $4, $5 }' "$st")
+	groups=$(awk '/^Groups:/ { print $2 }' "$st")
+	caps=$(awk '/^Cap(Inh|Prm|Eff|Bnd|Amb):/ { printf "%s%s ", $1, $2 }' "$st")
+	local capvalues
+	capvalues=$(awk '/^Cap(Inh|Prm|Eff|Bnd|Amb):/ { printf "%s", $2 }' "$st")
+	nnp=$(awk '/^NoNewPrivs:/ { print $2 }' "$st")
+	sec=$(awk '/^Seccomp:/ { print $2 }' "$st")
+	dl=$(src phc delivered)
+	DETAIL="$DEV: $mode; worker $pid: Uid $uid, Gid $gid, groups [$groups], $caps NoNewPrivs $nnp, Seccomp $sec; $dl samples delivered"
+	stop_host
+	[ "$mode" = "crw-r----- root ntpd-host" ] && [ "$uid" = "990 990 990 990" ] && [ "$gid" = "990 990 990 990" ] &&
+		[ -z "$groups" ] && [ "$nnp" = 1 ] && [ "$sec" = 2 ] && [ "$dl" -ge 3 ] 2>/dev/null || ok=1
+	case "$capvalues" in *[1-9a-f]* | "") ok=1 ;; esac
+	return $ok
+}
+
+# the sim plugin's attempt to set the system clock (clock_settime to its
+# own reading; adjtimex ADJ_FREQUENCY to the current frequency) gets EPERM
+# from a worker, and the clock is untouched (bridge: no daemon steers it)
+check_worker_cannot_set_the_clock() {
+	local f0 f1 r0 r1 d0 d1 i last ok=0
+	cat > /tmp/bridge.toml <<-EOT
+	[[source]]
+	mode = "plugin"
+	path = "$SIM_SO"
+	name = "setter"
+	poll-interval = -1
+	socket = "/tmp/nowhere.sock"
+	[source.config]
+	set-clock-at = 2
+	EOT
+	adjtimex -f 0 > /dev/null
+	f0=$(adjtimex | sed -n 's/.*freq.adjust: *\(-\{0,1\}[0-9]*\).*/\1/p')
+	r0=$(phc_check clocks)
+	"$HOST" bridge -c /tmp/bridge.toml --runtime-dir /run/ntpd-host-bridge > /tmp/bridge.log 2>&1 &
+	local bpid=$!
+	for i in $(seq 40); do
+		sleep 0.25
+		last=$("$HOST" status --runtime-dir /run/ntpd-host-bridge --json 2>/dev/null | jq -r '.sources[0]["last-error"] // empty')
+		case "$last" in *set-clock-at*) break ;; esac
+	done
+	r1=$(phc_check clocks)
+	f1=$(adjtimex | sed -n 's/.*freq.adjust: *\(-\{0,1\}[0-9]*\).*/\1/p')
+	kill $bpid; wait $bpid 2>/dev/null
+	# realtime - monoraw before and after: the same unless the clock was set
+	d0=$(echo "$r0" | awk '{ split($1, a, "="); split($2, b, "="); print a[2] - b[2] }')
+	d1=$(echo "$r1" | awk '{ split($1, a, "="); split($2, b, "="); print a[2] - b[2] }')
+	local moved
+	moved=$(awk -v a="$d0" -v b="$d1" 'BEGIN { d = b - a; print d < 0 ? -d : d }')
+	DETAIL="what the plugin got: ${last:-nothing}; kernel frequency $f0 -> $f1; CLOCK_REALTIME - MONOTONIC_RAW moved $moved ns (bound $B_CLOCK_UNTOUCHED_NS)"
+	case "$last" in *"clock_settime: EPERM; adjtimex(ADJ_FREQUENCY): EPERM"*) ;; *) ok=1 ;; esac
+	[ "$f0" = "$f1" ] && le "$moved" $B_CLOCK_UNTOUCHED_NS || ok=1
+	return $ok
+}
+
+# modes of the runtime directory; another user (nobody) can neither read
+# the status nor send a sample; a member of the workers' group (reader) can
+# read the status but cannot send a sample; the daemon gets none of the
+# forged samples (+0.5 s)
+check_other_users() {
+	tc_load name=tc_users || { DETAIL="insmod failed"; return 1; }
+	local sock modes n1 n2 s1 s2 off ok=0
+	ntp_config "$(plugin_source phc 0 clock-name=tc_users)" > $NTP_TOML
+	start_host
+	wait_delivered phc 9 || ok=1
+	sock=$RUNTIME/sources/source-1.sock
+	modes=$(for f in $RUNTIME $RUNTIME/sources $RUNTIME/status.sock $RUNTIME/ntp.toml "$sock"; do stat -c '%a %U %G' "$f"; done | paste -sd, -)
+	n1=$(phc_check runas 65534 65534 phc_check sendsock "$sock" 500000000)
+	n2=$(phc_check runas $READER_UID $GROUP_GID phc_check sendsock "$sock" 500000000)
+	s1=$(phc_check runas 65534 65534 "$HOST" status -c $NTP_TOML 2>&1 | head -n 1)
+	s2=$(phc_check runas $READER_UID $GROUP_GID "$HOST" status -c $NTP_TOML --json 2>&1 | jq -r '.sources[0].state' 2>&1)
+	sleep 2
+	status_now
+	off=$(dsrc phc offset)
+	DETAIL="modes $modes (want 750 root ntpd-host,2700 ntpd-host ntpd-host,660 root ntpd-host,600 root root,770 root ntpd-host); nobody sends: $n1; reader sends: $n2; nobody status: $s1; reader status: $s2; daemon's offset of the source $off s"
+	stop_host
+	[ "$modes" = "750 root ntpd-host,2700 ntpd-host ntpd-host,660 root ntpd-host,600 root root,770 root ntpd-host" ] || ok=1
+	case "$n1" in "err errno=13 "*) ;; *) ok=1 ;; esac
+	case "$n2" in "err errno=13 "*) ;; *) ok=1 ;; esac
+	case "$s1" in *"Permission denied"*) ;; *) ok=1 ;; esac
+	[ "$s2" = running ] || ok=1
+	le "$(abs "$off")" 0.001 || ok=1
+	return $ok
+}
+
+# kill -9 of the ntpd-rs daemon: the host restarts it (1 s backoff) while the
+# worker keeps running; samples reach the new daemon within two poll
+# intervals of its start; status counts the restart
+check_daemon_kill9_restart() {
+	tc_load name=tc_kill || { DETAIL="insmod failed"; return 1; }
+	local dpid wpid np t0 t1= dl0 i restarts ok=0
+	ntp_config "$(plugin_source phc 0 clock-name=tc_kill)" > $NTP_TOML
+	start_host
+	wait_delivered phc 3 || ok=1
+	dpid=$(status_field daemon-pid); wpid=$(src phc pid)
+	kill -9 "$dpid"
+	for i in $(seq 100); do
+		sleep 0.1
+		status_now
+		np=$(status_field daemon-pid)
+		[ -n "$np" ] && [ "$np" != null ] && [ "$np" != "$dpid" ] && break
+	done
+	t0=$(now_ms)
+	dl0=$(src phc delivered)
+	for i in $(seq 60); do
+		status_now
+		if [ "$(src phc delivered)" -gt "$dl0" ] 2>/dev/null; then t1=$(now_ms); break; fi
+		sleep 0.1
+	done
+	restarts=$(status_field daemon-restarts)
+	DETAIL="daemon $dpid killed; new daemon $np; status: $restarts restart(s), last $(status_field daemon-last-end); worker $wpid -> $(src phc pid); first sample delivered ${t1:+$((t1 - t0)) ms }after the new daemon was seen (bound $B_DAEMON_RESUME_MS)"
+	kill -0 "$HOSTPID" 2>/dev/null || { DETAIL="$DETAIL; host gone"; ok=1; }
+	stop_host
+	[ "$restarts" = 1 ] && [ "$(src phc pid)" = "$wpid" ] && [ -n "$t1" ] && [ $((t1 - t0)) -le $B_DAEMON_RESUME_MS ] || ok=1
+	return $ok
+}
+
+# a deliberate exit of ntpd-rs (its start-up panic threshold, 1 s, on the
+# 10 s step it would make): the host stops everything and exits with
+# ntpd-rs's status, 70, and a log line that says why
+check_daemon_panic_exit() {
+	tc_load name=tc_panic offset_ns=10000000000 || { DETAIL="insmod failed"; return 1; }
+	local i rc= left socks ok=0
+	SYNC_EXTRA='startup-step-panic-threshold = 1' ntp_config "$(plugin_source phc 0 clock-name=tc_panic)" > $NTP_TOML
+	adjtimex -f 0 > /dev/null
+	start_host
+	for i in $(seq 120); do
+		sleep 0.5
+		kill -0 "$HOSTPID" 2>/dev/null || break
+	done
+	wait "$HOSTPID"; rc=$?
+	sleep 0.3
+	left=$(host_processes)
+	socks=$(find $RUNTIME -type s 2>/dev/null | wc -l)
+	DETAIL="host exit status $rc (want 70) after about $((i / 2)) s; $left ntpd-host processes and $socks sockets left; log: $(grep -o 'the ntpd-rs daemon exited with status [0-9]* on its own[^;]*' /tmp/host.log | head -n 1)"
+	adjtimex -f 0 > /dev/null
+	[ "$rc" = 70 ] && [ "$left" = 0 ] && [ "$socks" = 0 ] && grep -q 'on its own' /tmp/host.log || ok=1
+	[ $ok = 0 ] || tail -n 5 /tmp/host.log | sed 's/^/# log: /'
+	return $ok
+}
+
+# SIGTERM at moments of start-up (loading, init, the precision wait, the
+# daemon's start, running): exit 0, no process and no socket left
+check_startup_sigterm() {
+	tc_load name=tc_term || { DETAIL="insmod failed"; return 1; }
+	local d rc left socks ok=0
+	ntp_config "$(plugin_source phc 0 clock-name=tc_term)" \
+		"$(SO_PATH=$SIM_SO plugin_source slow 0 init-failures=1)" > $NTP_TOML
+	for d in 0.05 0.3 1 2 4 7; do
+		start_host
+		sleep "$d"
+		kill -TERM "$HOSTPID"
+		wait "$HOSTPID"; rc=$?
+		sleep 0.3
+		left=$(host_processes)
+		socks=$(find $RUNTIME -type s 2>/dev/null | wc -l)
+		DETAIL="$DETAIL ${d} s: exit $rc, $left processes, $socks sockets;"
+		[ "$rc" = 0 ] && [ "$left" = 0 ] && [ "$socks" = 0 ] || ok=1
+	done
 	return $ok
 }
 
@@ -731,34 +809,20 @@ check_three_sources_status() {
 # seconds the RMS, mean and max |offset|. At the end `status --json` must
 # show the source running with the method and time scale asked for.
 closed_loop() { # METHOD SECONDS [tai]
-	local method=$1 secs=$2 tai=${3:-} i t first= n=0 ss=0 sum=0 mx=0 base=0 extra= win lo pn=0 pe=0
+	local method=$1 secs=$2 tai=${3:-} i t first= n=0 ss=0 sum=0 mx=0 base=0 win lo pn=0 pe=0
 	win=$LOOP_WINDOW
-	[ "$tai" = tai ] && { base=37000000000; extra='timescale = "tai"
-	tai-offset = 37'; }
+	[ "$tai" = tai ] && base=37000000000
 	case $method in
 	precise) tc_load name=tc_loop offset_ns=$((base + 200000000)) ;;
 	extended) tc_load name=tc_loop offset_ns=$((base + 200000000)) precise=0 ;;
 	standard) tc_load name=tc_loop offset_ns=$((base + 200000000)) precise=0 extended=0 ;;
 	esac || { DETAIL="insmod failed"; return 1; }
-	mkdir -p /run/ntpd-rs
 	adjtimex -f 0 >/dev/null   # a previous daemon's frequency stays in the kernel
-	cat > /tmp/ntp.toml <<-EOT
-	[observability]
-	log-level = "info"
-	observation-path = "/run/ntpd-rs/observe"
-
-	[[source]]
-	mode = "plugin"
-	path = "$PTP_SO"
-	name = "phc"
-	poll-interval = 0
-	[source.config]
-	clock-name = "tc_loop"
-	$extra
-
-	[synchronization]
-	minimum-agreeing-sources = 1
-	EOT
+	if [ "$tai" = tai ]; then
+		ntp_config "$(plugin_source phc 0 clock-name=tc_loop timescale=tai tai-offset=37)"
+	else
+		ntp_config "$(plugin_source phc 0 clock-name=tc_loop)"
+	fi > /tmp/ntp.toml
 	# the read path's own bias (measured - truth), before the loop: the loop
 	# drives the plugin's offset to 0, so the true offset settles near -bias
 	local rb=
@@ -778,8 +842,8 @@ closed_loop() { # METHOD SECONDS [tai]
 		t=$(($(truth) - base))
 		el=$(($(now_ms) - t0))
 		status_now
-		lo=$(src_field phc last-offset-ns)
-		echo "loop $method${tai:+ tai} t=$el ms true_offset_ns=$t plugin_offset_ns=$lo samples=$(src_field phc samples) delivered=$(src_field phc delivered) errors=$(src_field phc errors)"
+		lo=$(src phc last-offset-ns)
+		echo "loop $method${tai:+ tai} t=$el ms true_offset_ns=$t plugin_offset_ns=$lo samples=$(src phc samples) delivered=$(src phc delivered) errors=$(src phc errors)"
 		[ $((i % 10)) = 0 ] && note "loop $method${tai:+ tai} t=$((el / 1000)) s true offset $t ns"
 		if [ -z "$first" ] && [ "${t#-}" -lt 1000 ]; then first=$el; fi
 		if [ "$i" -gt $((secs - win)) ]; then
@@ -792,7 +856,7 @@ closed_loop() { # METHOD SECONDS [tai]
 	done
 	status_now
 	local st m ts
-	st=$(src_field phc state); m=$(src_field phc method); ts=$(src_field phc timescale)
+	st=$(src phc state); m=$(src phc method); ts=$(src phc timescale)
 	kill -0 $host 2>/dev/null || DETAIL="host gone before the end;"
 	kill $host; wait $host 2>/dev/null
 	adjtimex -f 0 >/dev/null
@@ -817,6 +881,136 @@ check_closed_loop_precise() { closed_loop precise $LOOP_SECS; }
 check_closed_loop_extended() { closed_loop extended $LOOP_SECS; }
 check_closed_loop_tai() { closed_loop precise $LOOP_SECS tai; }
 check_diag_closed_loop_standard() { closed_loop standard $LOOP_SECS; DETAIL="$DETAIL (diagnostic)"; return 0; }
+
+# ---- checks: the ClockBound error bound, read by AWS's client ----
+
+# cb_phase NAME: one `cb-client truth` run of CB_PHASE_MS against the test
+# clock's ground truth; appends to DETAIL; false if a reading that claims a
+# bound (synchronized, free-running) missed the true time, or the client
+# failed. Sets CB_SYNC_PCT, CB_MEDIAN.
+CB_IN=0 CB_ALL=0
+cb_phase() {
+	local out
+	out=$(cb-client truth $CB_SEGMENT $CB_PHASE_MS $CB_EVERY_US $TC/true_offset_ns)
+	echo "clockbound phase $1: $out"
+	set -- "$1" $(echo "$out" | jq -r '[.reads, .synchronized, .free_running, .unknown, .inside, .outside, .errors, .width_median_ns, .width_p99_ns, .width_max_ns, .worst_margin_ns, .max_abs_true_offset_ns] | map(tostring) | join(" ")')
+	[ $# = 13 ] || { DETAIL="$DETAIL $1: no summary ($out);"; return 1; }
+	local name=$1 reads=$2 sync=$3 fr=$4 unk=$5 in=$6 outside=$7 errs=$8
+	CB_MEDIAN=$9
+	shift 9
+	DETAIL="$DETAIL $name: $in of $((sync + fr)) claimed readings inside (of $reads; $unk unknown), width median $CB_MEDIAN p99 $1 max $2 ns, worst margin $3 ns, max |true offset| $4 ns;"
+	CB_IN=$((CB_IN + in)); CB_ALL=$((CB_ALL + sync + fr))
+	CB_SYNC_PCT=$((reads > 0 ? 100 * sync / reads : 0))
+	[ "$outside" = 0 ] && [ "$errs" = 0 ] && [ "$sync" -gt 0 ] || {
+		echo "$out" | sed 's/^/# phase: /'; return 1; }
+}
+
+# Under the closed loop on the test PHC (poll 2^-1 s, accuracy 100 ns), the
+# client's [earliest, latest] holds the true time at every reading: quiet,
+# with 100 ns of reading jitter, and across a +0.5 ppm frequency step.
+# Then the PHC fails every read for 22 s: the bound grows, the segment goes
+# void; when reads work again the client sees synchronized again.
+check_clockbound_containment() {
+	tc_load name=tc_cb offset_ns=200000000 || { DETAIL="insmod failed"; return 1; }
+	adjtimex -f 0 >/dev/null
+	rm -rf /var/run/clockbound
+	{
+		printf '[observability]\nlog-level = "info"\nobservation-path = "/run/ntpd-rs/observe"\n\n'
+		printf '[[source]]\nmode = "plugin"\npath = "%s"\nname = "phc"\npoll-interval = -1\naccuracy = 1e-7\n' "$PTP_SO"
+		printf '[source.config]\nclock-name = "tc_cb"\n\n'
+		printf '[synchronization]\nminimum-agreeing-sources = 1\n\n[ntpd-host]\nclockbound = true\n'
+	} > $NTP_TOML
+	echo 20000 > $TC/freq_ppb
+	local t0 i r st synced= ok=0
+	t0=$(now_ms)
+	start_host
+	for i in $(seq 240); do
+		sleep 0.5
+		r=$(cb-client now $CB_SEGMENT 2>/dev/null)
+		case "$r" in *'"status":"synchronized"'*) synced=$(($(now_ms) - t0)); break ;; esac
+	done
+	DETAIL="first synchronized reading ${synced:-never} ms after start (bound $B_CB_SYNC_MS);"
+	if [ -z "$synced" ] || [ "$synced" -gt $B_CB_SYNC_MS ]; then
+		ok=1
+	else
+		# from the first synchronized reading on: the lock-in counts too
+		cb_phase quiet || ok=1
+		[ "$CB_SYNC_PCT" -ge $B_CB_SYNC_SHARE ] || { DETAIL="$DETAIL only $CB_SYNC_PCT% synchronized (want $B_CB_SYNC_SHARE);"; ok=1; }
+		[ "$CB_MEDIAN" -le $B_CB_WIDTH_MEDIAN ] 2>/dev/null || { DETAIL="$DETAIL median width over $B_CB_WIDTH_MEDIAN ns;"; ok=1; }
+		echo 100 > $TC/jitter_ns
+		cb_phase jitter-100ns || ok=1
+		echo 0 > $TC/jitter_ns
+		echo 20500 > $TC/freq_ppb
+		cb_phase freq-step-0.5ppm || ok=1
+		status_now
+		DETAIL="$DETAIL status: $(status_field clockbound | jq -r '"\(.status), bound \(.["bound-ns"]) ns = offset \(.["offset-ns"]) + sample \(.["sample-ns"]) + reference \(.["reference-ns"]) + drift \(.["drift-ns"]), max drift \(.["max-drift-ppb"]) ppb, \(.writes) writes"');"
+		clockbound_outage || ok=1
+	fi
+	DETAIL="$DETAIL containment: $CB_IN/$CB_ALL"
+	"$HOST" status -c $NTP_TOML | grep -A3 '^clockbound' | sed 's/^/# status: /'
+	stop_host
+	adjtimex -f 0 >/dev/null
+	[ $ok = 0 ] || grep -v kalman /tmp/host.log | tail -n 15 | sed 's/^/# log: /'
+	return $ok
+}
+
+# A disruption the plugin reports (the sim plugin's DISRUPTED error every
+# 10th sample, as the PTP plugin reports a vmclock marker change) makes the
+# segment say disrupted until the next sample; status counts it.
+check_clockbound_disruption() {
+	rm -rf /var/run/clockbound
+	{
+		printf '[observability]\nlog-level = "info"\nobservation-path = "/run/ntpd-rs/observe"\n\n'
+		printf '[[source]]\nmode = "plugin"\npath = "%s"\nname = "sim"\npoll-interval = -1\n' "$SIM_SO"
+		printf '[source.config]\nerror-every = 10\nerror-kind = 6\n\n'
+		printf '[synchronization]\nminimum-agreeing-sources = 1\n\n[ntpd-host]\nclockbound = true\n'
+	} > $NTP_TOML
+	adjtimex -f 0 >/dev/null
+	local i r synced= w nd ns after ok=0
+	start_host
+	for i in $(seq 120); do
+		sleep 0.5
+		r=$(cb-client now $CB_SEGMENT 2>/dev/null)
+		case "$r" in *'"status":"synchronized"'*) synced=$i; break ;; esac
+	done
+	w=$(cb-client watch $CB_SEGMENT 16000 100)
+	echo "$w" | sed 's/^/clockbound disruption: /'
+	nd=$(echo "$w" | grep -c ' disrupted ')
+	ns=$(echo "$w" | grep -c ' synchronized ')
+	# synchronized again after a disrupted reading
+	after=$(echo "$w" | awk '$2 == "disrupted" { d = 1 } d && $2 == "synchronized" { print "yes"; exit }')
+	status_now
+	DETAIL="synchronized after ${synced:-never} half-seconds; 16 s of readings: $nd disrupted, $ns synchronized, synchronized again after a disruption: ${after:-no}; status: $(src sim disruptions) disruptions, errors $(src sim errors)"
+	stop_host
+	adjtimex -f 0 >/dev/null
+	[ -n "$synced" ] && [ "$nd" -ge 2 ] && [ "$ns" -ge 50 ] && [ "$after" = yes ] &&
+		[ "$(src sim disruptions)" -ge 2 ] 2>/dev/null || ok=1
+	[ $ok = 0 ] || grep -v kalman /tmp/host.log | tail -n 15 | sed 's/^/# log: /'
+	return $ok
+}
+
+# the source stops (every PHC read fails for 22 s) and comes back
+clockbound_outage() {
+	local last t0 w first_half last_half grew void back ok=0
+	status_now
+	last=$(src phc samples)
+	echo 22000 > $TC/fail_ms
+	t0=$(now_ms)
+	# 40 s of readings, 4 a second: `<ms> <status> <half width ns>`
+	w=$(cb-client watch $CB_SEGMENT 40000 250)
+	echo "$w" | sed 's/^/clockbound outage: /'
+	first_half=$(echo "$w" | awk '$2 == "synchronized" || $2 == "free-running" { print $3; exit }')
+	last_half=$(echo "$w" | awk '$2 == "unknown" { exit } $2 == "synchronized" || $2 == "free-running" { h = $3 } END { print h }')
+	# a claimed reading never shrinks while nothing is written (until void)
+	grew=$(echo "$w" | awk '$2 == "unknown" { exit } $2 == "synchronized" || $2 == "free-running" { if (p != "" && $3 < p) bad = 1; p = $3 } END { print bad ? "no" : "yes" }')
+	void=$(echo "$w" | awk '$2 == "unknown" { print $1; exit }')
+	back=$(echo "$w" | awk -v v="${void:-0}" '$1 > v && $2 == "synchronized" && v > 0 { print $1; exit }')
+	DETAIL="$DETAIL outage: half width $first_half -> $last_half ns (never shrinking: $grew), unknown after ${void:-never} ms (bound $B_CB_VOID_MS), synchronized again at ${back:-never} ms (reads fail until 22000, bound +$B_CB_RECOVER_MS);"
+	[ -n "$first_half" ] && [ "$last_half" -gt "$first_half" ] && [ "$grew" = yes ] || ok=1
+	[ -n "$void" ] && [ "$void" -le $B_CB_VOID_MS ] || ok=1
+	[ -n "$back" ] && [ "$back" -le $((22000 + B_CB_RECOVER_MS)) ] || ok=1
+	return $ok
+}
 
 # ---- main ----
 [ $# -gt 0 ] || set -- $CHECKS
