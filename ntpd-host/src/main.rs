@@ -87,6 +87,10 @@ fn ntpd_role() -> Option<ExitCode> {
     match PathBuf::from(&arg0).file_name().and_then(OsStr::to_str) {
         Some(DAEMON_ARG0) => {
             die_with_parent();
+            if let Err(e) = ntpd_host::daemon::privileges::confine_daemon() {
+                eprintln!("ntp-daemon: {e}");
+                return Some(ExitCode::from(ntpd_host::error::exit::OS));
+            }
             Some(match ntpd::daemon_main() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -18,7 +18,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bridge::{Bridge, Receiver, alive, children_of, sim_source, tempdir, unix_now};
@@ -364,4 +365,51 @@ fn a_poll_interval_outside_the_plugins_range_stops_the_source_in_one_line() {
     // A source within its plugin's range runs.
     rx_fine.take(2, Duration::from_secs(10));
     assert!(bridge.stop().success());
+}
+
+#[test]
+fn the_service_manager_hears_ready_from_the_host_and_never_from_a_worker() {
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
+    let rx = Receiver::bind(&socket);
+    let notify_path = dir.path().join("notify");
+    let manager = UnixDatagram::bind(&notify_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let bridge = Bridge::start_env(
+        dir.path(),
+        &sim_source(&socket, -1, "", "offset = 0.001"),
+        "warn",
+        Stdio::inherit(),
+        &[("NOTIFY_SOCKET", notify_path.as_path())],
+    );
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).expect("a notification within 20 s");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(text.lines().any(|l| l == "READY=1"), "{text:?}");
+    assert!(text.contains("STATUS=1 plugin source(s)"), "{text:?}");
+    assert!(!rx.take(2, Duration::from_secs(10)).is_empty());
+    // The worker does not inherit the service manager's socket.
+    let workers = children_of(bridge.pid());
+    assert!(!workers.is_empty(), "a worker runs");
+    for w in workers {
+        let environ = std::fs::read(format!("/proc/{w}/environ")).unwrap();
+        assert!(
+            !environ
+                .split(|&b| b == 0)
+                .any(|v| v.starts_with(b"NOTIFY_SOCKET=")),
+            "worker {w} has NOTIFY_SOCKET"
+        );
+    }
+    assert!(bridge.stop().success());
+    let n = manager.recv(&mut buf).expect("STOPPING=1 on stop");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Nothing else arrived: one READY, one STOPPING.
+    manager.set_nonblocking(true).unwrap();
+    assert!(manager.recv(&mut buf).is_err());
 }

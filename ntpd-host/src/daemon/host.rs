@@ -15,6 +15,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::config::{self, HostConfig};
 use crate::daemon::rundir::{self, Owners};
 use crate::daemon::supervisor::{self, ProcessLauncher, Supervisor, remove_socket};
+use crate::daemon::notify::{CHILD_NOTIFY_SOCKET, ChildNotice, ChildReadiness, SystemNotifier};
 use crate::daemon::{clockbound, ntpd, privileges, status as status_io};
 use crate::decide::daemon::{DaemonPolicy, DaemonVerdict};
 use crate::decide::supervisor::{ProcessEnd, RestartTimes};
@@ -264,39 +265,65 @@ fn prepare(
 pub async fn run(args: HostArgs) -> Result<(), HostError> {
     // Sockets the daemon creates come out 0770 (see rundir).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(rundir::UMASK));
+    let notifier = SystemNotifier::from_env();
     let mut stop = Stop::listen()?;
     let mut running = Running::new();
     let started = tokio::select! {
         started = start_run(&args, &mut running) => started,
         why = stop.requested() => {
             tracing::info!("{why} during start-up: shutting down");
+            notifier.stopping(&format!("{why} during start-up"));
             running.stop().await;
             return Ok(());
         }
     };
     let outcome = match started {
-        Ok((derived_path, daemon_state)) => {
+        Ok(started) => {
+            let readiness = ChildReadiness::bind(&args.runtime_dir.join(CHILD_NOTIFY_SOCKET))
+                .map_err(|source| HostError::Start {
+                    what: "the daemon's readiness socket",
+                    source,
+                })?;
             supervise_daemon(
-                &derived_path,
+                &started,
                 args.log_level.as_deref(),
-                &daemon_state,
                 &mut stop,
+                &Readiness {
+                    child: readiness,
+                    system: notifier.clone(),
+                },
             )
             .await
         }
         Err(e) => Err(e),
     };
+    notifier.stopping(&match &outcome {
+        Ok(()) => "stopping".to_owned(),
+        Err(e) => format!("stopping: {e}"),
+    });
     running.stop().await;
     outcome
 }
 
+/// What `run` has started before the daemon.
+struct Started {
+    /// The derived ntpd-rs config.
+    derived_path: PathBuf,
+    /// The daemon state the status shows.
+    daemon_state: Arc<Mutex<DaemonState>>,
+    /// How many plugin sources run.
+    sources: usize,
+}
+
+/// The daemon child's readiness socket and the service manager's.
+struct Readiness {
+    child: ChildReadiness,
+    system: SystemNotifier,
+}
+
 /// `run` up to the daemon's start: config, runtime directory, workers and
-/// their estimates, the derived config, the status socket. Returns the
-/// derived config's path and the daemon state the status shows.
-async fn start_run(
-    args: &HostArgs,
-    running: &mut Running,
-) -> Result<(PathBuf, Arc<Mutex<DaemonState>>), HostError> {
+/// their estimates, the derived config, the status socket.
+async fn start_run(args: &HostArgs, running: &mut Running) -> Result<Started, HostError> {
     let cfg = load_config(&args.config)?;
     let (identity, owners) = prepare(args, &cfg)?;
     rundir::sources_dir(&args.runtime_dir, owners)?;
@@ -384,46 +411,73 @@ async fn start_run(
             ..HostStatus::default()
         },
     )?);
-    Ok((derived_path, daemon_state))
+    Ok(Started {
+        derived_path,
+        daemon_state,
+        sources: cfg.plugins.len(),
+    })
 }
 
 /// Runs the ntpd-rs daemon and carries out [`DaemonPolicy`]: a crash is
 /// restarted with backoff, a deliberate exit ends `run` with its status.
 /// Returns on SIGTERM or SIGINT (stopping the daemon) or that exit.
 async fn supervise_daemon(
-    derived_path: &Path,
+    started: &Started,
     log_level: Option<&str>,
-    state: &Mutex<DaemonState>,
     stop: &mut Stop,
+    readiness: &Readiness,
 ) -> Result<(), HostError> {
+    let state = &started.daemon_state;
     let set =
         |f: &dyn Fn(&mut DaemonState)| f(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
     let mut policy = DaemonPolicy::new(RestartTimes::default());
+    let mut announced = false;
+    let mut restarts = 0u32;
     loop {
-        let started = tokio::time::Instant::now();
-        let end = match ntpd::daemon_command(derived_path, log_level).spawn() {
+        let started_at = tokio::time::Instant::now();
+        let mut command = ntpd::daemon_command(
+            &started.derived_path,
+            log_level,
+            readiness.child.path(),
+        );
+        let end = match command.spawn() {
             Ok(mut daemon) => {
                 let pid = daemon.id();
                 set(&|d| d.pid = pid);
                 tracing::info!("ntpd-rs daemon started (pid {})", pid.unwrap_or(0));
-                tokio::select! {
-                    why = stop.requested() => {
-                        tracing::info!("{why}: shutting down");
-                        supervisor::stop_child(&mut daemon, Duration::from_secs(5)).await;
-                        set(&|d| d.pid = None);
-                        return Ok(());
+                loop {
+                    tokio::select! {
+                        why = stop.requested() => {
+                            tracing::info!("{why}: shutting down");
+                            readiness.system.stopping(&format!("{why}: shutting down"));
+                            supervisor::stop_child(&mut daemon, Duration::from_secs(5)).await;
+                            set(&|d| d.pid = None);
+                            return Ok(());
+                        }
+                        status = daemon.wait() => break match status {
+                            Ok(status) => ProcessEnd::of(status),
+                            Err(e) => ProcessEnd::Lost(e.to_string()),
+                        },
+                        notice = readiness.child.next() => {
+                            if let Ok(ChildNotice::Ready) = notice {
+                                let text = ready_status(started.sources, pid, restarts);
+                                tracing::info!("ntpd-rs daemon ready: {text}");
+                                if announced {
+                                    readiness.system.status(&text);
+                                } else {
+                                    readiness.system.ready(&text);
+                                    announced = true;
+                                }
+                            }
+                        }
                     }
-                    status = daemon.wait() => match status {
-                        Ok(status) => ProcessEnd::of(status),
-                        Err(e) => ProcessEnd::Lost(e.to_string()),
-                    },
                 }
             }
             Err(e) => ProcessEnd::Lost(format!("cannot be started: {e}")),
         };
         set(&|d| d.pid = None);
         let how = describe_end(&end);
-        match policy.on_end(&end, started.elapsed()) {
+        match policy.on_end(&end, started_at.elapsed()) {
             DaemonVerdict::Exit(code) => {
                 tracing::error!(
                     "the ntpd-rs daemon {how} on its own: that is ntpd-rs's decision \
@@ -437,6 +491,7 @@ async fn supervise_daemon(
                 });
             }
             DaemonVerdict::RestartAfter(wait) => {
+                restarts += 1;
                 set(&|d| {
                     d.restarts += 1;
                     d.last_end = Some(how.clone());
@@ -445,6 +500,10 @@ async fn supervise_daemon(
                     "the ntpd-rs daemon {how}; restarting it in {} s (the plugin workers keep running)",
                     wait.as_secs_f64()
                 );
+                readiness.system.status(&format!(
+                    "ntpd-rs daemon {how}; restarting it in {} s",
+                    wait.as_secs_f64()
+                ));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     why = stop.requested() => {
@@ -455,6 +514,16 @@ async fn supervise_daemon(
             }
         }
     }
+}
+
+/// The service manager's status line once the daemon is up.
+fn ready_status(sources: usize, pid: Option<u32>, restarts: u32) -> String {
+    let pid = pid.map_or_else(String::new, |p| format!(" (pid {p})"));
+    let restarts = match restarts {
+        0 => String::new(),
+        n => format!(", {n} restart(s)"),
+    };
+    format!("ntpd-rs daemon running{pid}{restarts}, {sources} plugin source(s)")
 }
 
 /// "exited with status N", "was killed by signal N", ...
@@ -474,6 +543,7 @@ pub async fn bridge(args: HostArgs) -> Result<(), HostError> {
             Ok(())
         }
     };
+    SystemNotifier::from_env().stopping("stopping");
     running.stop().await;
     outcome
 }
@@ -520,6 +590,10 @@ async fn bridge_inner(args: &HostArgs, running: &mut Running) -> Result<(), Host
             ..HostStatus::default()
         },
     )?);
+    SystemNotifier::from_env().ready(&format!(
+        "{} plugin source(s) feeding their sockets",
+        cfg.plugins.len()
+    ));
     // Runs until a signal ends it (the caller's select).
     std::future::pending().await
 }

@@ -5,6 +5,7 @@
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
+use crate::daemon::notify::NOTIFY_ENV;
 use crate::daemon::supervisor::SELF_EXE;
 use crate::protocol::worker::PARENT_ENV;
 
@@ -97,6 +98,7 @@ pub fn validate(derived: &Path) -> std::io::Result<Validation> {
         .arg("-c")
         .arg(derived)
         .env("NO_COLOR", "1")
+        .env_remove(NOTIFY_ENV)
         .output()?;
     let text = format!(
         "{}{}",
@@ -109,13 +111,20 @@ pub fn validate(derived: &Path) -> std::io::Result<Validation> {
     })
 }
 
-/// The daemon command: `ntp-daemon -c derived [-l level]`.
-pub fn daemon_command(derived: &Path, log_level: Option<&str>) -> tokio::process::Command {
+/// The daemon command: `ntp-daemon -c derived [-l level]`, its readiness
+/// reported to the host's private socket `notify` (never to the service
+/// manager's: see [`crate::daemon::notify`]).
+pub fn daemon_command(
+    derived: &Path,
+    log_level: Option<&str>,
+    notify: &Path,
+) -> tokio::process::Command {
     let mut cmd = std::process::Command::new(SELF_EXE);
     cmd.arg0(DAEMON_ARG0)
         .arg("-c")
         .arg(derived)
-        .env(PARENT_ENV, std::process::id().to_string());
+        .env(PARENT_ENV, std::process::id().to_string())
+        .env(NOTIFY_ENV, notify);
     if let Some(level) = log_level {
         cmd.arg("-l").arg(level);
     }

@@ -170,3 +170,52 @@ pub fn confine() -> Result<(), String> {
         .map_err(|e| format!("cannot set no-new-privileges: {e}"))?;
     crate::daemon::seccomp::install()
 }
+
+/// The capabilities the embedded ntpd-rs daemon keeps: steering the clock,
+/// and binding NTP's port 123 when the config makes it a server.
+pub const DAEMON_CAPABILITIES: CapabilitySet =
+    CapabilitySet::SYS_TIME.union(CapabilitySet::NET_BIND_SERVICE);
+
+/// Narrows the daemon child (this process, before ntpd-rs starts) to
+/// [`DAEMON_CAPABILITIES`]: every other capability leaves the bounding,
+/// permitted, effective and inheritable sets, and no-new-privileges is set.
+/// The host itself keeps what supervising workers needs (switching their
+/// user, signalling them); the daemon needs none of it. Without
+/// `CAP_SETPCAP` (a host that is not root) the bounding set is left as it
+/// is: there is nothing in it this process could use.
+pub fn confine_daemon() -> Result<(), String> {
+    let now = rustix::thread::capabilities(None)
+        .map_err(|e| format!("cannot read the capability sets: {e}"))?;
+    let keep = now.permitted & DAEMON_CAPABILITIES;
+    if now.permitted.contains(CapabilitySet::SETPCAP) {
+        for bit in 0..64 {
+            let Some(cap) = CapabilitySet::from_bits(1 << bit) else {
+                continue;
+            };
+            if keep.contains(cap) {
+                continue;
+            }
+            match rustix::thread::remove_capability_from_bounding_set(cap) {
+                Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot drop capability {bit} from the bounding set: {e}"
+                    ));
+                }
+            }
+        }
+    }
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )
+    .map_err(|e| format!("cannot narrow the capability sets: {e}"))?;
+    rustix::thread::clear_ambient_capability_set()
+        .map_err(|e| format!("cannot clear the ambient capabilities: {e}"))?;
+    rustix::thread::set_no_new_privs(true)
+        .map_err(|e| format!("cannot set no-new-privileges: {e}"))
+}

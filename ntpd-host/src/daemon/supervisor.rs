@@ -167,6 +167,7 @@ impl Launcher for ProcessLauncher {
             )
             .env(proto::LOG_ENV, &self.log_filter)
             .env(proto::PARENT_ENV, std::process::id().to_string())
+            .env_remove(crate::daemon::notify::NOTIFY_ENV)
             .stdin(Stdio::from(events_write))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -32,6 +32,17 @@ impl Bridge {
     /// Starts a bridge at log `level`, its stderr (the host's log) to
     /// `stderr`.
     pub fn start_with(dir: &Path, config: &str, level: &str, stderr: Stdio) -> Self {
+        Self::start_env(dir, config, level, stderr, &[])
+    }
+
+    /// As [`Bridge::start_with`], with extra environment variables.
+    pub fn start_env(
+        dir: &Path,
+        config: &str,
+        level: &str,
+        stderr: Stdio,
+        env: &[(&str, &Path)],
+    ) -> Self {
         let cfg = dir.join("ntp.toml");
         std::fs::write(&cfg, format!("{}{config}", host_table())).unwrap();
         let runtime = dir.join("run");
@@ -41,6 +52,7 @@ impl Bridge {
             .arg("--runtime-dir")
             .arg(&runtime)
             .args(["-l", level])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(stderr)
             .spawn()
