@@ -3,7 +3,9 @@
 #
 #   scripts/test.sh            formatting, lints, every workspace test, then
 #                              the real-kernel PHC suite in a qemu guest
-#   NTPD_HOST_SKIP_VM=1 ...    everything but the guest suite
+#   NTPD_HOST_SKIP_VM=1 ...    everything but the guest suites
+#   NTPD_HOST_SKIP_PACKAGE=1   everything but the package test (the .deb
+#                              installed in a Debian guest with systemd)
 #
 # Nothing here starts the ntpd-rs daemon on this machine: the host tests use
 # `bridge` (workers only) and `validate` (parsing only); the closed loop with
@@ -25,4 +27,9 @@ cargo test --workspace --locked
 if [[ -z "${NTPD_HOST_SKIP_VM:-}" && -x tests/vm/run ]]; then
     step "real-kernel PHC suite (qemu guest)"
     tests/vm/run
+fi
+
+if [[ -z "${NTPD_HOST_SKIP_VM:-}${NTPD_HOST_SKIP_PACKAGE:-}" ]]; then
+    step "package test: scripts/build-deb, then the .deb in a Debian guest with systemd"
+    tests/vm/systemd/run tests/vm/systemd/package
 fi
