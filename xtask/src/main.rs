@@ -142,6 +142,22 @@ fn man_page(cmd: Command, title: &str, version: &str, extra: &str) -> io::Result
         .source(format!("ntpd-host {version}"))
         .manual("System Administration")
         .render(&mut out)?;
+    // clap_mangen writes an empty date as nothing at all, which shifts the
+    // source and manual into the date's and source's places: write the
+    // title line with an explicit empty date.
+    let text = String::from_utf8(out).map_err(|e| io::Error::other(e.to_string()))?;
+    let title_line =
+        format!(".TH {title} {SECTION} \"\" \"ntpd-host {version}\" \"System Administration\"");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = if line.starts_with(".TH ") {
+            title_line.as_str()
+        } else {
+            line
+        };
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
     out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(SEE_ALSO.as_bytes());
     Ok(out)

@@ -79,7 +79,7 @@ fn output_is_deterministic_and_versioned_from_the_crate() {
     assert_eq!(once, twice);
     let version = Cli::command().get_version().unwrap().to_owned();
     let main = String::from_utf8(once[0].clone()).unwrap();
-    let title = format!(".TH ntpd-host 8  \"ntpd-host {version}\" \"System Administration\"");
+    let title = format!(".TH ntpd-host 8 \"\" \"ntpd-host {version}\" \"System Administration\"");
     assert!(
         main.lines().any(|l| l == title),
         "no date, fixed version:\n{main}"
