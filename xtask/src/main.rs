@@ -124,6 +124,61 @@ passed through (77: no permission to steer the clock, 70: its panic
 threshold or an internal error, 78: its configuration)
 "#;
 
+/// An EXAMPLES section for the subcommand `name`, if it has one.
+fn subcommand_examples(name: &str) -> &'static str {
+    match name {
+        "run" => {
+            r#".SH EXAMPLES
+.TP
+\fBntpd\-host run \-c /etc/ntpd\-rs/ntp.toml\fR
+Runs ntpd\-rs with the plugin sources of that file, steering the system
+clock; \fBntpd\-host\fR without a subcommand does the same.
+"#
+        }
+        "bridge" => {
+            r#".SH EXAMPLES
+.TP
+\fBntpd\-host bridge \-c /etc/ntpd\-host/bridge.toml\fR
+Runs only the plugin workers; each plugin source's \fBsocket\fR is the
+\fBpath\fR of a \fBmode = "sock"\fR source of a separately installed
+ntpd\-rs.
+"#
+        }
+        "validate" => {
+            r#".SH EXAMPLES
+.TP
+\fBntpd\-host validate \-c /etc/ntpd\-rs/ntp.toml\fR
+Checks the host keys and plugin files, then the derived config with
+ntpd\-rs's own validation; exits 0 when all is well, otherwise prints one
+line naming the file and what is wrong.
+"#
+        }
+        "status" => {
+            r#".SH EXAMPLES
+.TP
+\fBntpd\-host status\fR
+The daemon's view and each plugin source's state, last sample, counts and
+last error. Root and members of group \fBntpd\-host\fR may run it.
+.TP
+\fBntpd\-host status \-\-json\fR
+The same as one JSON document.
+"#
+        }
+        "probe" => {
+            r#".SH EXAMPLES
+.TP
+\fBntpd\-host probe /usr/lib/ntpd\-rs/libntpd_ptp.so \-\-config '{"clock\-name": "ptp_kvm"}'\fR
+Loads the PTP plugin for the KVM PHC, prints the method, device and read
+delay, and takes 5 samples, one a second; no clock is changed.
+.TP
+\fBntpd\-host probe /usr/lib/ntpd\-rs/libntpd_ptp.so \-\-config @phc.json \-\-count 20 \-\-json\fR
+Reads the plugin config from a file and prints one JSON object per line.
+"#
+        }
+        _ => "",
+    }
+}
+
 /// The SEE ALSO section of every page.
 const SEE_ALSO: &str = r#".SH SEE ALSO
 \fBntpd\-host\fR(8), \fBntpd\-host.toml\fR(5), \fBntp.toml\fR(5),
@@ -179,7 +234,12 @@ fn generate() -> io::Result<Vec<Generated>> {
         let title = format!("ntpd-host-{}", sub.get_name());
         files.push(Generated {
             path: PathBuf::from(format!("man/{title}.{SECTION}")),
-            contents: man_page(sub.clone().version(version.clone()), &title, &version, "")?,
+            contents: man_page(
+                sub.clone().version(version.clone()),
+                &title,
+                &version,
+                subcommand_examples(sub.get_name()),
+            )?,
         });
     }
     for (shell, file) in [
