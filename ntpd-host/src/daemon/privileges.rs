@@ -122,20 +122,7 @@ pub fn limit_memory(bytes: u64) -> Result<(), String> {
 pub fn enter(identity: &WorkerIdentity) -> Result<(), String> {
     // The bounding set first: dropping from it needs CAP_SETPCAP, which
     // goes with the user switch.
-    for bit in 0..64 {
-        let Some(cap) = CapabilitySet::from_bits(1 << bit) else {
-            continue;
-        };
-        match rustix::thread::remove_capability_from_bounding_set(cap) {
-            // EINVAL: a capability this kernel does not know.
-            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
-            Err(e) => {
-                return Err(format!(
-                    "cannot drop capability {bit} from the bounding set: {e}"
-                ));
-            }
-        }
-    }
+    drop_bounding_except(CapabilitySet::empty())?;
     let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     rustix::thread::set_thread_groups(&groups)
         .map_err(|e| format!("cannot set the supplementary groups: {e}"))?;
@@ -188,22 +175,7 @@ pub fn confine_daemon() -> Result<(), String> {
         .map_err(|e| format!("cannot read the capability sets: {e}"))?;
     let keep = now.permitted & DAEMON_CAPABILITIES;
     if now.permitted.contains(CapabilitySet::SETPCAP) {
-        for bit in 0..64 {
-            let Some(cap) = CapabilitySet::from_bits(1 << bit) else {
-                continue;
-            };
-            if keep.contains(cap) {
-                continue;
-            }
-            match rustix::thread::remove_capability_from_bounding_set(cap) {
-                Ok(()) | Err(rustix::io::Errno::INVAL) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "cannot drop capability {bit} from the bounding set: {e}"
-                    ));
-                }
-            }
-        }
+        drop_bounding_except(keep)?;
     }
     rustix::thread::set_capabilities(
         None,
@@ -218,4 +190,27 @@ pub fn confine_daemon() -> Result<(), String> {
         .map_err(|e| format!("cannot clear the ambient capabilities: {e}"))?;
     rustix::thread::set_no_new_privs(true)
         .map_err(|e| format!("cannot set no-new-privileges: {e}"))
+}
+
+/// Removes every capability but `keep` from this thread's bounding set
+/// (needs `CAP_SETPCAP`).
+fn drop_bounding_except(keep: CapabilitySet) -> Result<(), String> {
+    for bit in 0..64 {
+        let Some(cap) = CapabilitySet::from_bits(1 << bit) else {
+            continue;
+        };
+        if keep.contains(cap) {
+            continue;
+        }
+        match rustix::thread::remove_capability_from_bounding_set(cap) {
+            // EINVAL: a capability this kernel does not know.
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot drop capability {bit} from the bounding set: {e}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
