@@ -6,10 +6,12 @@
 //! - [`worker`]: inside a worker process: the timer, the plugin thread, the
 //!   daemon socket;
 //! - [`ntpd`]: the embedded ntpd-rs daemon and its validation;
-//! - [`status`]: the status socket and the daemon's observation socket.
+//! - [`status`]: the status socket and the daemon's observation socket;
+//! - [`metrics`]: the `metrics` command, an OpenMetrics endpoint over both.
 
 pub mod clockbound;
 pub mod host;
+pub mod metrics;
 pub mod ntpd;
 pub mod privileges;
 pub mod rundir;
