@@ -205,7 +205,7 @@ pub async fn run(args: MetricsArgs) -> Result<(), HostError> {
     tracing::info!(
         "serving metrics of {} on http://{}/metrics",
         args.runtime_dir.join(STATUS_SOCKET).display(),
-        args.listen
+        listener.local_addr().unwrap_or(args.listen)
     );
     let runtime_dir = Arc::new(args.runtime_dir);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

@@ -629,6 +629,9 @@ fn daemon_families(b: &mut Builder, o: &Observation) {
     daemon_server_families(b, &o.servers);
 }
 
+/// A per-source family in seconds: name, help, the field.
+type SourceSeconds = (&'static str, &'static str, fn(&ObservedSource) -> f64);
+
 fn daemon_source_families(b: &mut Builder, sources: &[ObservedSource]) {
     b.gauge(
         "ntp_source_poll_interval",
@@ -653,7 +656,7 @@ fn daemon_source_families(b: &mut Builder, sources: &[ObservedSource]) {
                 .map(|n| (s.labels(), i64::try_from(n).unwrap_or(i64::MAX)))
         }),
     );
-    let seconds: [(&str, &str, fn(&ObservedSource) -> f64); 5] = [
+    let seconds: [SourceSeconds; 5] = [
         (
             "ntp_source_offset",
             "Offset between the upstream source and system time",
