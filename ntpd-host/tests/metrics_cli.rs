@@ -55,6 +55,7 @@ fn start_metrics(args: &[&str]) -> Metrics {
         seen.push(line);
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("metrics did not say where it listens: {seen:#?}");
 }
 
