@@ -277,15 +277,14 @@ fn source_families(b: &mut Builder, sources: &[SourceStatus]) {
             ])
         }),
     );
-    b.gauge(
+    b.int_gauge(
         "ntpd_host_source_state",
         "The source's state: 1 for the state it is in, 0 for the others",
-        None,
         sources.iter().flat_map(|s| {
             SourceState::ALL.iter().map(move |st| {
                 (
                     labels(&[("source", &s.name), ("state", st.name())]),
-                    if *st == s.state { 1.0 } else { 0.0 },
+                    i64::from(*st == s.state),
                 )
             })
         }),
@@ -395,31 +394,29 @@ fn source_gauges(b: &mut Builder, sources: &[SourceStatus]) {
         Some(Unit::Seconds),
         |s| Some(2f64.powi(i32::from(s.poll_interval))),
     );
-    b.per_source(
-        sources,
+    b.int_gauge(
         "ntpd_host_source_disrupted",
         "Whether the reference's time was disrupted and no sample has come since (1) or not (0)",
-        None,
-        |s| Some(if s.disrupted { 1.0 } else { 0.0 }),
+        sources
+            .iter()
+            .map(|s| (labels(&[("source", &s.name)]), i64::from(s.disrupted))),
     );
 }
 
 fn clockbound_families(b: &mut Builder, cb: &ClockBoundStatus) {
     let source = || labels(&[("source", &cb.source)]);
-    b.gauge(
+    b.int_gauge(
         "ntpd_host_clockbound_written",
         "Whether the ClockBound segment is being written (1) or not, after an error (0)",
-        None,
-        [(source(), if cb.error.is_none() { 1.0 } else { 0.0 })],
+        [(source(), i64::from(cb.error.is_none()))],
     );
-    b.gauge(
+    b.int_gauge(
         "ntpd_host_clockbound_status",
         "The clock status last written to the ClockBound segment: 1 for it, 0 for the others",
-        None,
         CLOCKBOUND_STATUSES.iter().map(|st| {
             (
                 labels(&[("source", &cb.source), ("status", st)]),
-                if *st == cb.status { 1.0 } else { 0.0 },
+                i64::from(*st == cb.status),
             )
         }),
     );
@@ -873,7 +870,9 @@ mod tests {
         let s = samples(&text);
         let get = |k: &str| *s.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
         assert_eq!(get("ntpd_host_up"), 1.0);
+        assert!(text.contains("\nntpd_host_up 1\n"), "an integer: {text}");
         assert_eq!(get("ntpd_host_daemon_up"), 1.0);
+        assert_eq!(get(r#"ntpd_host_source_disrupted{source="phc"}"#), 0.0);
         assert_eq!(get("ntpd_host_daemon_restarts_total"), 2.0);
         assert_eq!(get(r#"ntpd_host_info{version="0.1.0",mode="run"}"#), 1.0);
         assert_eq!(get(r#"ntpd_host_source_samples_total{source="phc"}"#), 17.0);
@@ -955,7 +954,19 @@ mod tests {
             get(r#"ntpd_host_clockbound_max_drift_ratios{source="phc"}"#),
             1e-6
         );
+        assert_eq!(get(r#"ntpd_host_clockbound_written{source="phc"}"#), 1.0);
         assert!(text.contains("# UNIT ntpd_host_source_offset_seconds seconds\n"));
+        let mut failing = host.clone();
+        let cb = failing.clockbound.as_mut().unwrap();
+        cb.error = Some("read-only file system".into());
+        cb.bound_ns = None;
+        let text = exposition(Some(&failing), None);
+        let s = samples(&text);
+        assert_eq!(s[r#"ntpd_host_clockbound_written{source="phc"}"#], 0.0);
+        assert!(
+            !text.contains("ntpd_host_clockbound_bound_seconds{"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 
