@@ -938,6 +938,15 @@ mod tests {
             0.0
         );
         assert!(!text.contains(r#"ntpd_host_source_offset_seconds{source="spare"#));
+        assert!(text.contains("# UNIT ntpd_host_source_offset_seconds seconds\n"));
+    }
+
+    #[test]
+    fn clockbound_series() {
+        let host = host();
+        let text = exposition(Some(&host), None);
+        let s = samples(&text);
+        let get = |k: &str| *s.get(k).unwrap_or_else(|| panic!("no {k} in\n{text}"));
         assert_eq!(
             get(r#"ntpd_host_clockbound_status{source="phc",status="synchronized"}"#),
             1.0
@@ -955,7 +964,6 @@ mod tests {
             1e-6
         );
         assert_eq!(get(r#"ntpd_host_clockbound_written{source="phc"}"#), 1.0);
-        assert!(text.contains("# UNIT ntpd_host_source_offset_seconds seconds\n"));
         let mut failing = host.clone();
         let cb = failing.clockbound.as_mut().unwrap();
         cb.error = Some("read-only file system".into());
