@@ -4,8 +4,11 @@
 #   scripts/test.sh            formatting, lints, every workspace test, then
 #                              the real-kernel PHC suite in a qemu guest
 #   NTPD_HOST_SKIP_VM=1 ...    everything but the guest suites
-#   NTPD_HOST_SKIP_PACKAGE=1   everything but the package test (the .deb
-#                              installed in a Debian guest with systemd)
+#   NTPD_HOST_SKIP_PROMETHEUS=1 ...
+#                              without the metrics exporter's check against a
+#                              real Prometheus server (tests/prometheus/run)
+#   NTPD_HOST_SKIP_PACKAGE=1   without the package test (the .deb installed in
+#                              a Debian guest with systemd)
 #
 # Nothing here starts the ntpd-rs daemon on this machine: the host tests use
 # `bridge` (workers only) and `validate` (parsing only); the closed loop with
@@ -23,6 +26,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+if [[ -z "${NTPD_HOST_SKIP_PROMETHEUS:-}" ]]; then
+    step "metrics exporter scraped by a real Prometheus (loopback)"
+    tests/prometheus/run
+fi
 
 if [[ -z "${NTPD_HOST_SKIP_VM:-}" && -x tests/vm/run ]]; then
     step "real-kernel PHC suite (qemu guest)"

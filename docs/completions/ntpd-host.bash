@@ -22,6 +22,9 @@ _ntpd__host() {
             ntpd__host,help)
                 cmd="ntpd__host__subcmd__help"
                 ;;
+            ntpd__host,metrics)
+                cmd="ntpd__host__subcmd__metrics"
+                ;;
             ntpd__host,probe)
                 cmd="ntpd__host__subcmd__probe"
                 ;;
@@ -39,6 +42,9 @@ _ntpd__host() {
                 ;;
             ntpd__host__subcmd__help,help)
                 cmd="ntpd__host__subcmd__help__subcmd__help"
+                ;;
+            ntpd__host__subcmd__help,metrics)
+                cmd="ntpd__host__subcmd__help__subcmd__metrics"
                 ;;
             ntpd__host__subcmd__help,probe)
                 cmd="ntpd__host__subcmd__help__subcmd__probe"
@@ -59,7 +65,7 @@ _ntpd__host() {
 
     case "${cmd}" in
         ntpd__host)
-            opts="-c -l -h -V --config --log-level --runtime-dir --help --version run bridge validate status probe help"
+            opts="-c -l -h -V --config --log-level --runtime-dir --help --version run bridge validate status metrics probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,7 +133,7 @@ _ntpd__host() {
             return 0
             ;;
         ntpd__subcmd__host__subcmd__help)
-            opts="run bridge validate status probe help"
+            opts="run bridge validate status metrics probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +161,20 @@ _ntpd__host() {
             return 0
             ;;
         ntpd__subcmd__host__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ntpd__subcmd__host__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -217,6 +237,44 @@ _ntpd__host() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ntpd__subcmd__host__subcmd__metrics)
+            opts="-c -l -h --config --log-level --runtime-dir --listen --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "trace debug info warn error" -- "${cur}"))
+                    return 0
+                    ;;
+                -l)
+                    COMPREPLY=($(compgen -W "trace debug info warn error" -- "${cur}"))
+                    return 0
+                    ;;
+                --runtime-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

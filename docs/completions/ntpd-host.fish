@@ -37,6 +37,7 @@ complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "run" -d 'Run nt
 complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "bridge" -d 'Run only the plugin workers, feeding a separately installed ntpd-rs through the `socket` each plugin source names'
 complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "validate" -d 'Check a config without starting anything'
 complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "status" -d 'Show the daemon\'s sources joined with each plugin worker\'s state'
+complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "metrics" -d 'Serve the host\'s and the daemon\'s metrics (OpenMetrics) over HTTP, like ntpd-rs\'s `ntp-metrics-exporter`: a process of its own that reads the status socket on each scrape of /metrics'
 complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "probe" -d 'Load a plugin, print its info and capabilities, take samples'
 complete -c ntpd-host -n "__fish_ntpd_host_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand run" -s c -l config -d 'The ntpd-rs configuration file [default: /etc/ntpd-rs/ntp.toml]' -r -F
@@ -73,15 +74,25 @@ error\t'Failures'"
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand status" -l runtime-dir -d 'Directory for the sockets, the derived ntpd-rs config and the status socket [default: /run/ntpd-host]' -r -F
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand status" -l json -d 'Print one JSON document'
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand metrics" -s c -l config -d 'The ntpd-rs configuration file [default: /etc/ntpd-rs/ntp.toml]' -r -F
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand metrics" -s l -l log-level -d 'Log level' -r -f -a "trace\t'Everything'
+debug\t'Debugging detail'
+info\t'Normal operation'
+warn\t'Problems that are handled'
+error\t'Failures'"
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand metrics" -l runtime-dir -d 'Directory for the sockets, the derived ntpd-rs config and the status socket [default: /run/ntpd-host]' -r -F
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand metrics" -l listen -d 'Listen on this address, overriding `metrics-listen` of the config (the config is then not read) [default: 127.0.0.1:9976]' -r
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand metrics" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand probe" -l config -d 'The plugin\'s configuration: JSON text, or @FILE to read it from a file' -r
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand probe" -l count -d 'Number of samples to take' -r
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand probe" -l interval -d 'Seconds between samples' -r
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand probe" -l json -d 'Print one JSON object per line (info, capabilities, samples, summary)'
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand probe" -l allow-insecure-plugin -d 'Load the plugin even if someone other than root or you could modify it'
 complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand probe" -s h -l help -d 'Print help'
-complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status probe help" -f -a "run" -d 'Run ntpd-rs with the plugin sources (the default)'
-complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status probe help" -f -a "bridge" -d 'Run only the plugin workers, feeding a separately installed ntpd-rs through the `socket` each plugin source names'
-complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status probe help" -f -a "validate" -d 'Check a config without starting anything'
-complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status probe help" -f -a "status" -d 'Show the daemon\'s sources joined with each plugin worker\'s state'
-complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status probe help" -f -a "probe" -d 'Load a plugin, print its info and capabilities, take samples'
-complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status probe help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "run" -d 'Run ntpd-rs with the plugin sources (the default)'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "bridge" -d 'Run only the plugin workers, feeding a separately installed ntpd-rs through the `socket` each plugin source names'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "validate" -d 'Check a config without starting anything'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "status" -d 'Show the daemon\'s sources joined with each plugin worker\'s state'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "metrics" -d 'Serve the host\'s and the daemon\'s metrics (OpenMetrics) over HTTP, like ntpd-rs\'s `ntp-metrics-exporter`: a process of its own that reads the status socket on each scrape of /metrics'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "probe" -d 'Load a plugin, print its info and capabilities, take samples'
+complete -c ntpd-host -n "__fish_ntpd_host_using_subcommand help; and not __fish_seen_subcommand_from run bridge validate status metrics probe help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,6 +1,7 @@
 //! The command line, as clap types (also the source of the man pages and
 //! shell completions).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,7 +20,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Options of the host roles (`run`, `bridge`, `validate`, `status`).
+/// Options of the host roles (`run`, `bridge`, `validate`, `status`,
+/// `metrics`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct HostOpts {
     /// The ntpd-rs configuration file [default: /etc/ntpd-rs/ntp.toml].
@@ -99,6 +101,18 @@ pub enum Command {
         /// Print one JSON document.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the host's and the daemon's metrics (OpenMetrics) over HTTP,
+    /// like ntpd-rs's `ntp-metrics-exporter`: a process of its own that
+    /// reads the status socket on each scrape of /metrics.
+    Metrics {
+        /// Options of the host roles.
+        #[command(flatten)]
+        host: HostOpts,
+        /// Listen on this address, overriding `metrics-listen` of the config
+        /// (the config is then not read) [default: 127.0.0.1:9976].
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Option<SocketAddr>,
     },
     /// Load a plugin, print its info and capabilities, take samples.
     Probe {

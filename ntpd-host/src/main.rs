@@ -15,6 +15,7 @@ use clap::Parser;
 use ntpd_host::cli::{Cli, Command, HostOpts};
 use ntpd_host::config::{DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR};
 use ntpd_host::daemon::host::{self, HostArgs};
+use ntpd_host::daemon::metrics::{self, MetricsArgs};
 use ntpd_host::daemon::ntpd::{CTL_ARG0, DAEMON_ARG0};
 use ntpd_host::daemon::worker::{self, EventChannel};
 use ntpd_host::error::HostError;
@@ -177,13 +178,38 @@ fn probe_role(
     probe::run(&args, &mut std::io::stdout().lock())
 }
 
+/// `ntpd-host metrics`: `--listen` wins; without it the config is read for
+/// `metrics-listen` (parsed only: the plugins are not this process's
+/// business).
+fn metrics_role(args: HostArgs, listen: Option<std::net::SocketAddr>) -> Result<(), HostError> {
+    let configured = match listen {
+        Some(_) => None,
+        None => {
+            let text =
+                std::fs::read_to_string(&args.config).map_err(|source| HostError::ReadConfig {
+                    path: args.config.clone(),
+                    source,
+                })?;
+            ntpd_host::config::parse(&args.config, &text)?
+                .host
+                .metrics_listen
+        }
+    };
+    let args = MetricsArgs {
+        runtime_dir: args.runtime_dir,
+        listen: metrics::listen_address(listen, configured),
+    };
+    runtime()?.block_on(metrics::run(args))
+}
+
 fn host_role(cli: Cli) -> Result<ExitCode, HostError> {
     let command = cli.command.unwrap_or(Command::Run(HostOpts::default()));
     let opts = match &command {
         Command::Run(o)
         | Command::Bridge(o)
         | Command::Validate { host: o, .. }
-        | Command::Status { host: o, .. } => o.clone().or(&cli.host),
+        | Command::Status { host: o, .. }
+        | Command::Metrics { host: o, .. } => o.clone().or(&cli.host),
         Command::Probe { .. } | Command::Worker { .. } => cli.host.clone(),
     };
     let level = opts.log_level.map(ntpd_host::cli::LogLevel::as_str);
@@ -210,6 +236,10 @@ fn host_role(cli: Cli) -> Result<ExitCode, HostError> {
             }
         }
         Command::Status { json, .. } => print!("{}", host::status(&host_args, json)?),
+        Command::Metrics { listen, .. } => {
+            init_logging(level.unwrap_or("info"));
+            metrics_role(host_args, listen)?;
+        }
         Command::Worker { name } => return worker_role(name),
         Command::Probe {
             plugin,

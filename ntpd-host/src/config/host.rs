@@ -1,6 +1,7 @@
 //! The `[ntpd-host]` table: settings of the host itself (not of a source).
 //! ntpd-rs never sees it: the derived config leaves it out.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::de::{self, Deserializer};
@@ -28,6 +29,10 @@ pub const DEFAULT_CLOCKBOUND_MAX_DRIFT: f64 = 1e-6;
 /// The largest drift bound accepted: 500 ppm, about what ntpd-rs may steer
 /// (its `maximum-frequency-steer` is 495 ppm).
 pub const MAX_CLOCKBOUND_MAX_DRIFT: f64 = 500e-6;
+
+/// Where `ntpd-host metrics` listens unless `metrics-listen` or `--listen`
+/// says otherwise: loopback, next to ntpd-rs's own exporter (9975).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9976";
 
 /// Settings of the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +68,10 @@ pub struct HostSettings {
     /// unset: the first plugin source.
     #[serde(default)]
     pub clockbound_source: Option<String>,
+    /// Where `ntpd-host metrics` serves its OpenMetrics endpoint; unset:
+    /// [`DEFAULT_METRICS_LISTEN`]. The host itself serves nothing.
+    #[serde(default, deserialize_with = "listen_address")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for HostSettings {
@@ -74,6 +83,7 @@ impl Default for HostSettings {
             clockbound: None,
             clockbound_max_drift_ppb: default_clockbound_max_drift(),
             clockbound_source: None,
+            metrics_listen: None,
         }
     }
 }
@@ -172,6 +182,19 @@ fn clockbound_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D
     }
 }
 
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => s.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "{s:?} is not an address: must be \"IP:PORT\" (e.g. \"{DEFAULT_METRICS_LISTEN}\", \"[::1]:9976\")"
+            ))
+        }),
+        other => Err(de::Error::custom(format!(
+            "must be a string \"IP:PORT\" (e.g. \"{DEFAULT_METRICS_LISTEN}\"), got {other}"
+        ))),
+    }
+}
+
 fn max_drift<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     #[allow(clippy::cast_precision_loss)] // small integers only
     let v = match Value::deserialize(d)? {
@@ -227,6 +250,13 @@ mod tests {
         );
         assert_eq!(s.clockbound_source.as_deref(), Some("phc"));
         assert_eq!(parse("clockbound = false").unwrap().clockbound, None);
+        assert_eq!(
+            parse("metrics-listen = \"[::1]:9100\"")
+                .unwrap()
+                .metrics_listen,
+            Some("[::1]:9100".parse().unwrap())
+        );
+        assert_eq!(parse("").unwrap().metrics_listen, None);
     }
 
     #[test]
@@ -272,6 +302,14 @@ mod tests {
             (
                 "clockbound-max-drift = \"1ppm\"",
                 "clockbound-max-drift: must be a frequency",
+            ),
+            (
+                "metrics-listen = \"localhost:9976\"",
+                "metrics-listen: \"localhost:9976\" is not an address: must be \"IP:PORT\"",
+            ),
+            (
+                "metrics-listen = 9976",
+                "metrics-listen: must be a string \"IP:PORT\"",
             ),
             (
                 "worker-users = \"x\"",

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 pub use derive::{Derived, Steering, Warning, derive};
-pub use host::{DEFAULT_WORKER_MEMORY_LIMIT_MIB, DEFAULT_WORKER_USER, HostSettings};
+pub use host::{
+    DEFAULT_METRICS_LISTEN, DEFAULT_WORKER_MEMORY_LIMIT_MIB, DEFAULT_WORKER_USER, HostSettings,
+};
 pub use source::{
     MAX_SOCKET_PATH, POLL_DEFAULT, POLL_MAX, POLL_MIN, SAMPLE_TIMEOUT_DEFAULT, SOURCES_DIR,
     SourceConfig, poll_duration,

@@ -7,10 +7,12 @@
 //!   daemon socket;
 //! - [`ntpd`]: the embedded ntpd-rs daemon and its validation;
 //! - [`status`]: the status socket and the daemon's observation socket;
-//! - [`notify`]: readiness for the service manager (`sd_notify`).
+//! - [`notify`]: readiness for the service manager (`sd_notify`);
+//! - [`metrics`]: the `metrics` command, an OpenMetrics endpoint over both.
 
 pub mod clockbound;
 pub mod host;
+pub mod metrics;
 pub mod notify;
 pub mod ntpd;
 pub mod privileges;

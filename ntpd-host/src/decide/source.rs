@@ -31,6 +31,15 @@ pub enum SourceState {
 }
 
 impl SourceState {
+    /// Every state, in the order a source goes through them.
+    pub const ALL: [SourceState; 5] = [
+        SourceState::Starting,
+        SourceState::Running,
+        SourceState::ReinitWait,
+        SourceState::RestartWait,
+        SourceState::Stopped,
+    ];
+
     /// The name as `status` prints it.
     pub fn name(self) -> &'static str {
         match self {
@@ -90,6 +99,9 @@ pub struct SourceStatus {
     pub disrupted: bool,
     /// Disruptions seen.
     pub disruptions: u64,
+    /// How long the last sample took, from the start of the plugin call to
+    /// the datagram sent, ns.
+    pub last_read_delay_ns: Option<u64>,
     /// System time of the last sample, ns since 1970.
     pub last_sample_time_ns: Option<i64>,
     /// Samples taken.
@@ -151,8 +163,11 @@ impl SourceStatus {
                     .map(PathBuf::from);
             }
             Event::Sample {
-                sample, delivered, ..
+                sample,
+                delivered,
+                latency_ns,
             } => {
+                self.last_read_delay_ns = Some(*latency_ns);
                 self.samples += 1;
                 self.delivered += u64::from(*delivered);
                 self.last_offset_ns = Some(sample.offset_ns);
@@ -290,6 +305,7 @@ mod tests {
             latency_ns: 1,
         });
         assert_eq!((s.samples, s.delivered, s.last_offset_ns), (1, 0, Some(12)));
+        assert_eq!(s.last_read_delay_ns, Some(1));
         s.on_event(&error(ErrorKind::TRANSIENT, Reaction::Skip));
         assert_eq!(s.state, SourceState::Running);
         s.on_event(&error(ErrorKind::UNAVAILABLE, Reaction::Reinit));
