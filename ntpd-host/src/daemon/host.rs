@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::{self, HostConfig};
+use crate::daemon::notify::{CHILD_NOTIFY_SOCKET, ChildNotice, ChildReadiness, SystemNotifier};
 use crate::daemon::rundir::{self, Owners};
 use crate::daemon::supervisor::{self, ProcessLauncher, Supervisor, remove_socket};
-use crate::daemon::notify::{CHILD_NOTIFY_SOCKET, ChildNotice, ChildReadiness, SystemNotifier};
 use crate::daemon::{clockbound, ntpd, privileges, status as status_io};
 use crate::decide::daemon::{DaemonPolicy, DaemonVerdict};
 use crate::decide::supervisor::{ProcessEnd, RestartTimes};
@@ -435,11 +435,8 @@ async fn supervise_daemon(
     let mut restarts = 0u32;
     loop {
         let started_at = tokio::time::Instant::now();
-        let mut command = ntpd::daemon_command(
-            &started.derived_path,
-            log_level,
-            readiness.child.path(),
-        );
+        let mut command =
+            ntpd::daemon_command(&started.derived_path, log_level, readiness.child.path());
         let end = match command.spawn() {
             Ok(mut daemon) => {
                 let pid = daemon.id();

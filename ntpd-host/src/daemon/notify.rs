@@ -185,10 +185,7 @@ mod tests {
             parse_notices(b"STATUS=starting\nREADY=1\n"),
             vec![ChildNotice::Ready]
         );
-        assert_eq!(
-            parse_notices(b"STOPPING=1"),
-            vec![ChildNotice::Stopping]
-        );
+        assert_eq!(parse_notices(b"STOPPING=1"), vec![ChildNotice::Stopping]);
         assert!(parse_notices(b"READY=0\nMAINPID=7\nWATCHDOG=1").is_empty());
     }
 
@@ -239,9 +236,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let child = UnixDatagram::unbound().unwrap();
-        child
-            .send_to(b"STATUS=loading", readiness.path())
-            .unwrap();
+        child.send_to(b"STATUS=loading", readiness.path()).unwrap();
         child.send_to(b"READY=1", readiness.path()).unwrap();
         assert_eq!(readiness.next().await.unwrap(), ChildNotice::Ready);
         let path = readiness.path().to_owned();

@@ -188,8 +188,7 @@ pub fn confine_daemon() -> Result<(), String> {
     .map_err(|e| format!("cannot narrow the capability sets: {e}"))?;
     rustix::thread::clear_ambient_capability_set()
         .map_err(|e| format!("cannot clear the ambient capabilities: {e}"))?;
-    rustix::thread::set_no_new_privs(true)
-        .map_err(|e| format!("cannot set no-new-privileges: {e}"))
+    rustix::thread::set_no_new_privs(true).map_err(|e| format!("cannot set no-new-privileges: {e}"))
 }
 
 /// Removes every capability but `keep` from this thread's bounding set
