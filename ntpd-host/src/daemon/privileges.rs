@@ -159,9 +159,13 @@ pub fn confine() -> Result<(), String> {
 }
 
 /// The capabilities the embedded ntpd-rs daemon keeps: steering the clock,
-/// and binding NTP's port 123 when the config makes it a server.
-pub const DAEMON_CAPABILITIES: CapabilitySet =
-    CapabilitySet::SYS_TIME.union(CapabilitySet::NET_BIND_SERVICE);
+/// binding NTP's port 123 when the config makes it a server, and creating
+/// the sample sockets in the sources directory, which belongs to the
+/// worker user so that no status reader can enter it (see
+/// [`crate::daemon::rundir`]).
+pub const DAEMON_CAPABILITIES: CapabilitySet = CapabilitySet::SYS_TIME
+    .union(CapabilitySet::NET_BIND_SERVICE)
+    .union(CapabilitySet::DAC_OVERRIDE);
 
 /// Narrows the daemon child (this process, before ntpd-rs starts) to
 /// [`DAEMON_CAPABILITIES`]: every other capability leaves the bounding,

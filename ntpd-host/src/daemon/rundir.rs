@@ -164,9 +164,12 @@ pub fn sources_dir(dir: &Path, owners: Owners) -> Result<PathBuf, HostError> {
         &sources,
         "cannot create the sources directory",
     ))?;
-    chown(&sources, owners.worker, owners.group)?;
+    // The mode first, while the host still owns it (afterwards changing it
+    // would need CAP_FOWNER); a directory keeps its setgid bit through the
+    // chown.
     std::fs::set_permissions(&sources, Permissions::from_mode(SOURCES_MODE))
         .map_err(create_error(&sources, "cannot set the mode"))?;
+    chown(&sources, owners.worker, owners.group)?;
     Ok(sources)
 }
 
