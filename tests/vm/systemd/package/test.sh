@@ -123,7 +123,11 @@ check_status_and_privileges() {
 	dcap=$(cap_line "$daemon" CapEff)/$(cap_line "$daemon" CapBnd)
 	hbnd=$(cap_line "$main" CapBnd)
 	DETAIL="source phc $state, delivered ${delivered:-none}; worker $worker uid $wuid caps eff/prm/bnd $wcap; daemon $daemon caps eff/bnd $dcap; host $main bnd $hbnd"
-	[ "${delivered:-0}" -ge 3 ] 2>/dev/null || return 1
+	if ! [ "${delivered:-0}" -ge 3 ] 2>/dev/null; then
+		echo "$js" | jq -c '.sources[]? | {name, state, "last-error", restarts}' 2>/dev/null | sed 's/^/# status: /'
+		journal | tail -n 25 | sed 's/^/# journal: /'
+		return 1
+	fi
 	[ "$wuid" = "$(id -u ntpd-host)" ] || return 1
 	[ "$wcap" = 0000000000000000/0000000000000000/0000000000000000 ] || return 1
 	# CAP_DAC_OVERRIDE (1), CAP_NET_BIND_SERVICE (10) and CAP_SYS_TIME (25)
