@@ -16,21 +16,12 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ntpd_host::loader::{self, LoadError, LoadOptions, PluginLibrary};
 use ntpd_plugin_api::{ABI_VERSION, ErrorKind, Leap, ReadMethod, SDK_VERSION, TimeScale};
 
-use common::{plugin_path, scratch};
-
-/// Copies the simulated plugin to `dir/name` (a new file, so the dynamic
-/// loader sees a different library) with mode 0755.
-fn sim_copy(dir: &Path, name: &str) -> PathBuf {
-    let to = dir.join(name);
-    std::fs::copy(plugin_path("ntpd_sim"), &to).expect("copy sim plugin");
-    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    to
-}
+use common::{find_libc, plugin_path, scratch, sim_copy};
 
 fn load(path: &Path) -> Result<PluginLibrary, LoadError> {
     loader::load(path, LoadOptions::default())
@@ -48,36 +39,6 @@ fn one_line_naming(error: &LoadError, path: &Path) -> String {
     );
     assert!(line.len() < 600, "too long ({} bytes): {line}", line.len());
     line
-}
-
-/// The C library this test process runs with: from /proc/self/maps, else
-/// from a list of the usual places.
-fn find_libc() -> PathBuf {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let mapped = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| {
-            Path::new(p)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
-        });
-    if let Some(path) = mapped {
-        return PathBuf::from(path);
-    }
-    [
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        "/lib/aarch64-linux-gnu/libc.so.6",
-        "/lib64/libc.so.6",
-        "/usr/lib64/libc.so.6",
-        "/usr/lib/libc.so.6",
-        "/lib/libc.so.6",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("no libc.so.6 found")
 }
 
 // ---------------------------------------------------------------- loading

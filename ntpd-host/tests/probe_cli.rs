@@ -14,36 +14,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use ntpd_host::error::exit;
 use ntpd_plugin_api::{ABI_VERSION, SDK_VERSION};
 
-use common::{host_bin, plugin_path, scratch};
-
-/// Copies the simulated plugin to `dir/name` with mode 0755.
-fn sim_copy(dir: &Path, name: &str) -> PathBuf {
-    let to = dir.join(name);
-    std::fs::copy(plugin_path("ntpd_sim"), &to).expect("copy sim plugin");
-    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    to
-}
-
-/// The C library this test process runs with.
-fn find_libc() -> PathBuf {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| {
-            Path::new(p)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
-        })
-        .map(PathBuf::from)
-        .expect("libc is mapped into this process")
-}
+use common::{find_libc, host_bin, plugin_path, scratch, sim_copy};
 
 fn probe(args: &[&str]) -> Output {
     Command::new(host_bin())

@@ -182,3 +182,42 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Copies the simulated plugin to `dir/name` (a new file, so the dynamic
+/// loader sees a different library) with mode 0755.
+pub fn sim_copy(dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(plugin_path("ntpd_sim"), &to).expect("copy sim plugin");
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    to
+}
+
+/// The C library this test process runs with: from /proc/self/maps, else
+/// from a list of the usual places.
+pub fn find_libc() -> PathBuf {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mapped = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        });
+    if let Some(path) = mapped {
+        return PathBuf::from(path);
+    }
+    [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+        "/usr/lib64/libc.so.6",
+        "/usr/lib/libc.so.6",
+        "/lib/libc.so.6",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("no libc.so.6 found")
+}
