@@ -432,7 +432,6 @@ async fn supervise_daemon(
         |f: &dyn Fn(&mut DaemonState)| f(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
     let mut policy = DaemonPolicy::new(RestartTimes::default());
     let mut announced = false;
-    let mut restarts = 0u32;
     loop {
         let started_at = tokio::time::Instant::now();
         let mut command =
@@ -457,6 +456,7 @@ async fn supervise_daemon(
                         },
                         notice = readiness.child.next() => {
                             if let Ok(ChildNotice::Ready) = notice {
+                                let restarts = state.lock().unwrap_or_else(PoisonError::into_inner).restarts;
                                 let text = ready_status(started.sources, pid, restarts);
                                 tracing::info!("ntpd-rs daemon ready: {text}");
                                 if announced {
@@ -488,7 +488,6 @@ async fn supervise_daemon(
                 });
             }
             DaemonVerdict::RestartAfter(wait) => {
-                restarts += 1;
                 set(&|d| {
                     d.restarts += 1;
                     d.last_end = Some(how.clone());
@@ -514,7 +513,7 @@ async fn supervise_daemon(
 }
 
 /// The service manager's status line once the daemon is up.
-fn ready_status(sources: usize, pid: Option<u32>, restarts: u32) -> String {
+fn ready_status(sources: usize, pid: Option<u32>, restarts: u64) -> String {
     let pid = pid.map_or_else(String::new, |p| format!(" (pid {p})"));
     let restarts = match restarts {
         0 => String::new(),
@@ -531,21 +530,26 @@ fn describe_end(end: &ProcessEnd) -> String {
 /// `ntpd-host bridge`: workers only, feeding a separately installed
 /// ntpd-rs through the sockets its own config names.
 pub async fn bridge(args: HostArgs) -> Result<(), HostError> {
+    let notifier = SystemNotifier::from_env();
     let mut stop = Stop::listen()?;
     let mut running = Running::new();
     let outcome = tokio::select! {
-        outcome = bridge_inner(&args, &mut running) => outcome,
+        outcome = bridge_inner(&args, &mut running, &notifier) => outcome,
         why = stop.requested() => {
             tracing::info!("{why}: shutting down");
             Ok(())
         }
     };
-    SystemNotifier::from_env().stopping("stopping");
+    notifier.stopping("stopping");
     running.stop().await;
     outcome
 }
 
-async fn bridge_inner(args: &HostArgs, running: &mut Running) -> Result<(), HostError> {
+async fn bridge_inner(
+    args: &HostArgs,
+    running: &mut Running,
+    notifier: &SystemNotifier,
+) -> Result<(), HostError> {
     let cfg = load_config(&args.config)?;
     let sockets = bridge_sockets(&cfg)?;
     if cfg.host.clockbound.is_some() {
@@ -587,7 +591,7 @@ async fn bridge_inner(args: &HostArgs, running: &mut Running) -> Result<(), Host
             ..HostStatus::default()
         },
     )?);
-    SystemNotifier::from_env().ready(&format!(
+    notifier.ready(&format!(
         "{} plugin source(s) feeding their sockets",
         cfg.plugins.len()
     ));
