@@ -214,6 +214,8 @@ fn latency(samples: usize) {
             name: "bench".into(),
             path: common::plugin_path("ntpd_sim"),
             poll_interval: -1,
+            reading_interval: -1,
+            startup_burst: false,
             precision: None,
             accuracy: None,
             socket: Some(socket.clone()),

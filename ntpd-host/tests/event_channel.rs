@@ -40,6 +40,8 @@ fn spec(what: &str) -> WorkerSpec {
             name: CHILD.to_owned(),
             path: PathBuf::from("/nonexistent/libplugin.so"),
             poll_interval: 0,
+            reading_interval: 0,
+            startup_burst: false,
             precision: None,
             accuracy: None,
             socket: None,

@@ -904,6 +904,30 @@ fn check_host(cfg: &HostConfig) {
     );
 }
 
+/// The derived `[synchronization]` table `derived` without the algorithm
+/// settings the host added (those the user's `written` table lacks), each
+/// checked to have the host's value.
+fn without_derived(written: &Value, derived: &Value) -> Value {
+    let mut derived = derived.clone();
+    let user_algorithm = written.get("algorithm");
+    if let Some(Value::Table(algorithm)) = derived.get_mut("algorithm") {
+        for (key, value) in config::DERIVED_ALGORITHM {
+            if user_algorithm
+                .and_then(Value::as_table)
+                .is_none_or(|a| !a.contains_key(*key))
+            {
+                assert_eq!(algorithm.remove(*key), Some(Value::Float(*value)), "{key}");
+            }
+        }
+    }
+    if user_algorithm.is_none()
+        && let Value::Table(sync) = &mut derived
+    {
+        sync.remove("algorithm");
+    }
+    derived
+}
+
 /// `derive` turns an accepted config into TOML that parses again, with
 /// each plugin entry replaced by its sock source and everything else as
 /// written.
@@ -920,8 +944,25 @@ fn check_derived(cfg: &HostConfig, estimates: &[Option<f64>]) {
         "ntpd-rs never sees [ntpd-host]"
     );
     for (key, value) in &cfg.table {
-        if !["source", "observability", HOST_TABLE].contains(&key.as_str()) {
+        if key == "synchronization" && !cfg.plugins.is_empty() {
+            assert!(
+                same(value, &without_derived(value, &out[key])),
+                "{key} changed"
+            );
+        } else if !["source", "observability", HOST_TABLE].contains(&key.as_str()) {
             assert!(same(value, &out[key]), "{key} changed");
+        }
+    }
+    // Tables where tables belong (else ntpd-rs's own check refuses it).
+    let tables = cfg.table.get("synchronization").is_none_or(|s| {
+        s.as_table()
+            .is_some_and(|t| t.get("algorithm").is_none_or(Value::is_table))
+    });
+    if !cfg.plugins.is_empty() && tables {
+        // Every derived algorithm setting is there: the user's, or the host's.
+        let algorithm = &out["synchronization"]["algorithm"];
+        for (key, _) in config::DERIVED_ALGORITHM {
+            assert!(algorithm.get(key).is_some(), "{key} not derived");
         }
     }
     if let Some(Value::Array(items)) = cfg.table.get("source") {

@@ -100,6 +100,12 @@ fn kernel_tai() -> Result<i32, Errno> {
     sys::kernel_tai_offset().map_err(Errno)
 }
 
+/// The shortest interval at which the host may call `sample()`, log2
+/// seconds (1/16 s), reported as the capabilities' shortest poll: a PHC
+/// read is a few ioctls of microseconds, and the host reads it several
+/// times per poll interval (its `reading-interval`) and in a burst at start.
+pub const MIN_READING_INTERVAL: i8 = -4;
+
 /// How often, and how far apart, an `open` refused for lack of permission
 /// is tried again before init reports it: a device that has just appeared
 /// gets its group from udev a few milliseconds later.
@@ -331,6 +337,7 @@ pub fn start<D: PhcDevice>(
     };
     let mut capabilities =
         Capabilities::new(method.read_method(), timescale, precision_ns, description);
+    capabilities.min_poll_log2 = MIN_READING_INTERVAL;
     let mut ext = json!({
         "device": setup.path,
         "clock-name": clock_name,

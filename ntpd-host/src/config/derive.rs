@@ -95,6 +95,42 @@ impl Steering {
     }
 }
 
+/// ntpd-rs `[synchronization.algorithm]` settings the host writes into the
+/// derived config when it has plugin sources and the user set the key
+/// nowhere (a user's own setting always wins), with the reason.
+///
+/// - `slew-minimum-duration = 0.5` (ntpd-rs: 8 s): every offset correction
+///   of ntpd-rs is a slew lasting at least this, and no new offset
+///   correction starts during one. A PHC read every second leaves offsets
+///   of tens of nanoseconds, which 8 s slews spread so thin that the start
+///   (after the first step) and every frequency change take tens of
+///   seconds to settle; half a second still slews (never steps) and keeps
+///   the rate far below `slew-maximum-frequency-offset` for such offsets.
+pub const DERIVED_ALGORITHM: &[(&str, f64)] = &[("slew-minimum-duration", 0.5)];
+
+/// Writes [`DERIVED_ALGORITHM`] into `table` where it says nothing.
+fn derive_algorithm(table: &mut Table) {
+    let Value::Table(sync) = table
+        .entry("synchronization")
+        .or_insert_with(|| Value::Table(Table::new()))
+    else {
+        // Not a table: ntpd-rs's own check will name it.
+        return;
+    };
+    let Value::Table(algorithm) = sync
+        .entry("algorithm")
+        .or_insert_with(|| Value::Table(Table::new()))
+    else {
+        // Not a table: ntpd-rs's own check will name it.
+        return;
+    };
+    for (key, value) in DERIVED_ALGORITHM {
+        algorithm
+            .entry((*key).to_owned())
+            .or_insert(Value::Float(*value));
+    }
+}
+
 /// The derived config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Derived {
@@ -156,6 +192,10 @@ pub fn derive(cfg: &HostConfig, runtime_dir: &Path, estimates: &[Option<f64>]) -
         }
     }
 
+    if !cfg.plugins.is_empty() {
+        derive_algorithm(&mut table);
+    }
+
     let observability = table
         .entry("observability")
         .or_insert_with(|| Value::Table(Table::new()));
@@ -200,6 +240,35 @@ mod tests {
 
     fn parse_ok(text: &str) -> HostConfig {
         parse(Path::new("/etc/ntpd-rs/ntp.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn algorithm_settings_are_derived_only_where_the_user_set_none() {
+        let cfg = parse_ok(crate::config::tests::PTP);
+        let d = derive(&cfg, Path::new("/run/ntpd-host"), &[None]);
+        let t: Table = d.text.parse().unwrap();
+        assert_eq!(
+            t["synchronization"]["algorithm"]["slew-minimum-duration"].as_float(),
+            Some(0.5)
+        );
+        assert!((d.steering.slew_minimum_duration - 0.5).abs() < f64::EPSILON);
+        // The user's own value wins, and their other keys stay.
+        let text = format!(
+            "{}\n[synchronization.algorithm]\nslew-minimum-duration = 3\nstep-threshold = 0.2\n",
+            crate::config::tests::PTP
+        );
+        let d = derive(&parse_ok(&text), Path::new("/run/ntpd-host"), &[None]);
+        let t: Table = d.text.parse().unwrap();
+        let a = &t["synchronization"]["algorithm"];
+        assert_eq!(a["slew-minimum-duration"].as_integer(), Some(3));
+        assert_eq!(a["step-threshold"].as_float(), Some(0.2));
+        // No plugin source: nothing is derived.
+        let d = derive(
+            &parse_ok("[[source]]\nmode = \"server\"\naddress = \"ntp.example.org\"\n"),
+            Path::new("/run/ntpd-host"),
+            &[],
+        );
+        assert!(!d.text.contains("slew-minimum-duration"), "{}", d.text);
     }
 
     #[test]

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-pub use derive::{Derived, Steering, Warning, derive};
+pub use derive::{DERIVED_ALGORITHM, Derived, Steering, Warning, derive};
 pub use host::{
     DEFAULT_METRICS_LISTEN, DEFAULT_WORKER_MEMORY_LIMIT_MIB, DEFAULT_WORKER_USER, HostSettings,
 };
 pub use source::{
-    MAX_SOCKET_PATH, POLL_DEFAULT, POLL_MAX, POLL_MIN, SAMPLE_TIMEOUT_DEFAULT, SOURCES_DIR,
+    MAX_SOCKET_PATH, POLL_DEFAULT, POLL_MAX, POLL_MIN, READING_DEFAULT, READING_MIN,
+    SAMPLE_TIMEOUT_DEFAULT, SOURCES_DIR,
     SourceConfig, poll_duration,
 };
 
@@ -284,6 +285,8 @@ fn parse_plugin(file: &Path, position: usize, t: &Table) -> Result<SourceConfig,
         name,
         path,
         poll_interval: raw.poll_interval.map_or(POLL_DEFAULT, |p| p.0),
+        reading_interval: raw.reading_interval.map_or(READING_DEFAULT, |r| r.0),
+        startup_burst: raw.startup_burst.is_none_or(|f| f.0),
         precision: raw.precision.map(|p| p.0),
         accuracy: raw.accuracy.map(|a| a.0),
         socket: raw.socket.map(|s| s.0),

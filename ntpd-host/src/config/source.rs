@@ -18,6 +18,11 @@ pub const POLL_MIN: i8 = -1;
 pub const POLL_MAX: i8 = 6;
 /// The default poll interval, log2 seconds (1 s).
 pub const POLL_DEFAULT: i8 = 0;
+/// The shortest `reading-interval`, log2 seconds (1/16 s).
+pub const READING_MIN: i8 = -4;
+/// The default `reading-interval`, log2 seconds (0.25 s: four readings a
+/// second, as chrony reads a PHC by default).
+pub const READING_DEFAULT: i8 = -2;
 /// The default `sample-timeout`.
 pub const SAMPLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Longest unix socket path (`sun_path` is 108 bytes with the terminator).
@@ -37,8 +42,14 @@ pub struct SourceConfig {
     pub name: String,
     /// Absolute path of the plugin library.
     pub path: PathBuf,
-    /// Poll interval, log2 seconds.
+    /// Poll interval, log2 seconds: one datagram per interval.
     pub poll_interval: i8,
+    /// Reading interval, log2 seconds: how often the plugin is read; the
+    /// readings of one poll interval are combined into its datagram.
+    pub reading_interval: i8,
+    /// Whether the source starts with a burst of readings and 1 s polls
+    /// (see `decide::worker::Phase`), to be counted and locked sooner.
+    pub startup_burst: bool,
     /// Configured precision, seconds.
     pub precision: Option<f64>,
     /// Configured accuracy, seconds.
@@ -89,6 +100,8 @@ pub(super) struct PluginSourceToml {
     pub path: Option<PluginPath>,
     pub name: Option<SourceName>,
     pub poll_interval: Option<PollInterval>,
+    pub reading_interval: Option<ReadingInterval>,
+    pub startup_burst: Option<Flag>,
     pub precision: Option<Precision>,
     pub accuracy: Option<Accuracy>,
     pub socket: Option<SocketPath>,
@@ -188,6 +201,19 @@ key_type!(
         }
         other => Err(format!(
             "must be an integer from {POLL_MIN} (0.5 s) to {POLL_MAX} (64 s), log2 seconds; got {other}"
+        )),
+    }
+);
+
+key_type!(
+    /// `reading-interval`: log2 seconds, from 1/16 s to the longest poll.
+    ReadingInterval(i8),
+    |v| match v {
+        Value::Integer(i) if (i64::from(READING_MIN)..=i64::from(POLL_MAX)).contains(&i) => {
+            Ok(i8::try_from(i).expect("range checked"))
+        }
+        other => Err(format!(
+            "must be an integer from {READING_MIN} (1/16 s) to {POLL_MAX} (64 s), log2 seconds; got {other}"
         )),
     }
 );

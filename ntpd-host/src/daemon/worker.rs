@@ -17,7 +17,6 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::time::Duration;
 
 use ntpd_plugin_api::{Capabilities, PluginError, Sample};
 use tokio::sync::mpsc as tmpsc;
@@ -77,13 +76,12 @@ pub trait EventSink {
 /// Runs the worker's machine until it exits; returns the exit status.
 pub async fn drive<P: PluginPort, D: DatagramSink, E: EventSink>(
     machine: &mut WorkerMachine,
-    poll: Duration,
     port: &mut P,
     sink: &mut D,
     events: &mut E,
 ) -> WorkerExit {
     let mut pending: VecDeque<Action> = machine.start(Instant::now()).into();
-    let mut ticker = tokio::time::interval(poll);
+    let mut ticker = tokio::time::interval(machine.schedule().period());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         while let Some(action) = pending.pop_front() {
@@ -103,7 +101,15 @@ pub async fn drive<P: PluginPort, D: DatagramSink, E: EventSink>(
                         return WorkerExit::Failed;
                     }
                 }
-                Action::RestartTimer => ticker.reset_immediately(),
+                Action::StartTimer { period, immediately } => {
+                    let first = if immediately {
+                        Instant::now()
+                    } else {
+                        Instant::now() + period
+                    };
+                    ticker = tokio::time::interval_at(first, period);
+                    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                }
                 Action::Exit(exit) => return exit,
             }
         }
@@ -405,7 +411,6 @@ pub fn run(spec: &WorkerSpec, events: &EventChannel) -> WorkerExit {
         let mut machine = WorkerMachine::new(spec, Instant::now());
         drive(
             &mut machine,
-            spec.source.poll_duration(),
             &mut port,
             &mut sink,
             &mut events,
@@ -422,6 +427,7 @@ mod tests {
     use ntpd_plugin_api::{ReadMethod, TimeScale};
     use std::cell::RefCell;
     use std::rc::Rc;
+    use std::time::Duration;
 
     /// What the scripted plugin does on each call.
     #[derive(Clone)]
@@ -496,6 +502,8 @@ mod tests {
             name: "t".into(),
             path: "/p.so".into(),
             poll_interval: poll,
+            reading_interval: poll,
+            startup_burst: false,
             precision: None,
             accuracy: None,
             socket: None,
@@ -561,7 +569,6 @@ mod tests {
             limit,
             drive(
                 &mut machine,
-                source.poll_duration(),
                 &mut port,
                 &mut sink,
                 &mut events,

@@ -3,7 +3,9 @@
 //! do. The loops in [`crate::daemon`] carry the actions out.
 //!
 //! - [`worker`]: a worker's reaction to every plugin result and error kind,
-//!   its re-init backoff and its call deadline;
+//!   its re-init backoff, its call deadline and its reading schedule
+//!   (start-up burst, readings per poll);
+//! - [`combine`]: the readings of one poll made into one sample;
 //! - [`supervisor`]: when an ended worker is restarted, after how long, and
 //!   when a silent one is killed;
 //! - [`daemon`]: what happens when the ntpd-rs daemon child ends;
@@ -13,6 +15,7 @@
 
 pub mod backoff;
 pub mod bound;
+pub mod combine;
 pub mod daemon;
 pub mod source;
 pub mod supervisor;

@@ -10,12 +10,88 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::decide::backoff::Backoff;
+use crate::decide::combine::combine;
 use crate::protocol::records::{CapabilitiesRecord, ErrorRecord, PluginIdentity, SampleRecord};
 use crate::protocol::worker::{Call, Event, Reaction, WorkerExit, WorkerSpec};
 
 /// How long after start a worker stays quiet about an absent daemon socket
 /// (the daemon starts after the workers).
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+
+/// Readings sent one by one at start (and after every successful `init`)
+/// when `startup-burst` is on: ntpd-rs counts a sock source once it has 8
+/// measurements, and takes its first step then; two spare readings cover
+/// a failed one.
+pub const BURST_READINGS: u32 = 10;
+/// The interval of the start-up burst's readings, log2 seconds (125 ms;
+/// never shorter than the plugin's shortest poll interval).
+pub const BURST_INTERVAL: i8 = -3;
+/// After the burst, polls this long or shorter (log2 seconds: 1 s) ...
+pub const SETTLE_POLL: i8 = 0;
+/// ... this many times, so the daemon learns the clock's frequency before a
+/// long configured poll interval takes over.
+pub const SETTLE_POLLS: u32 = 16;
+
+/// Where the reading schedule is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The start-up burst: every reading is sent at once.
+    Burst,
+    /// Settling: one datagram per second at most, from the readings of
+    /// that second.
+    Settle,
+    /// The configured poll interval.
+    Steady,
+}
+
+/// When the plugin is read and how many readings make one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Where the schedule is.
+    pub phase: Phase,
+    /// Time between readings, log2 seconds.
+    pub reading: i8,
+    /// Readings per datagram.
+    pub per_datagram: u32,
+    /// Datagrams left in this phase (`None`: no end).
+    pub left: Option<u32>,
+}
+
+impl Schedule {
+    /// The schedule of `phase` for a source polled every 2^`poll` s, read
+    /// every 2^`reading` s, whose plugin may be read every 2^`min_poll` s.
+    pub fn of(phase: Phase, poll: i8, reading: i8, min_poll: i8) -> Self {
+        let floor = min_poll.max(crate::config::READING_MIN);
+        match phase {
+            Phase::Burst => Self {
+                phase,
+                reading: BURST_INTERVAL.max(floor).min(poll),
+                per_datagram: 1,
+                left: Some(BURST_READINGS),
+            },
+            Phase::Settle | Phase::Steady => {
+                let poll = if phase == Phase::Settle {
+                    poll.min(SETTLE_POLL)
+                } else {
+                    poll
+                };
+                let reading = reading.max(floor).min(poll);
+                let shift = u32::try_from(poll - reading).expect("reading <= poll");
+                Self {
+                    phase,
+                    reading,
+                    per_datagram: 1 << shift,
+                    left: (phase == Phase::Settle).then_some(SETTLE_POLLS),
+                }
+            }
+        }
+    }
+
+    /// Time between readings.
+    pub fn period(&self) -> Duration {
+        crate::config::poll_duration(self.reading)
+    }
+}
 
 /// The documented reaction to a `sample()` error of `kind`. A kind this host
 /// does not know is treated as transient.
@@ -110,8 +186,14 @@ pub enum Action {
     Send(Sample),
     /// Report an event to the supervisor.
     Emit(Event),
-    /// Restart the poll timer so that it ticks now.
-    RestartTimer,
+    /// Restart the reading timer: it ticks every `period`, the first time
+    /// now (`immediately`) or after one period.
+    StartTimer {
+        /// Time between ticks.
+        period: Duration,
+        /// Whether the first tick is now.
+        immediately: bool,
+    },
     /// Exit the worker process with this status.
     Exit(WorkerExit),
 }
@@ -175,6 +257,15 @@ pub struct WorkerMachine {
     label: String,
     origin: String,
     poll_interval: i8,
+    reading_interval: i8,
+    startup_burst: bool,
+    /// The plugin's shortest poll interval, from its capabilities.
+    min_poll: i8,
+    schedule: Schedule,
+    /// Readings of the current poll interval, in order.
+    readings: Vec<Sample>,
+    /// Reading calls made in the current poll interval.
+    calls_in_poll: u32,
     sample_timeout: Duration,
     backoff: Backoff,
     state: WorkerState,
@@ -204,6 +295,17 @@ impl WorkerMachine {
             label: source.name.clone(),
             origin: source.origin(),
             poll_interval: source.poll_interval,
+            reading_interval: source.reading_interval,
+            startup_burst: source.startup_burst,
+            min_poll: crate::config::POLL_MIN,
+            schedule: Schedule::of(
+                Phase::Steady,
+                source.poll_interval,
+                source.reading_interval,
+                crate::config::POLL_MIN,
+            ),
+            readings: Vec::new(),
+            calls_in_poll: 0,
             sample_timeout: source.sample_timeout,
             backoff: Backoff::new(backoff_initial, cap, Duration::from_secs(300)),
             state: WorkerState::Loading,
@@ -217,6 +319,35 @@ impl WorkerMachine {
     /// Where the worker is.
     pub fn state(&self) -> WorkerState {
         self.state
+    }
+
+    /// The reading schedule.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// Starts the schedule at `phase` (or the next phase that applies).
+    fn enter(&mut self, phase: Phase, immediately: bool) -> Action {
+        let phase = match phase {
+            Phase::Burst if !self.startup_burst => Phase::Steady,
+            other => other,
+        };
+        let phase = match phase {
+            Phase::Settle if self.poll_interval <= SETTLE_POLL => Phase::Steady,
+            other => other,
+        };
+        self.schedule = Schedule::of(
+            phase,
+            self.poll_interval,
+            self.reading_interval,
+            self.min_poll,
+        );
+        self.readings.clear();
+        self.calls_in_poll = 0;
+        Action::StartTimer {
+            period: self.schedule.period(),
+            immediately,
+        }
     }
 
     /// The first actions: load the library (under the call deadline, like
@@ -327,10 +458,9 @@ impl WorkerMachine {
                     capabilities.method
                 );
                 self.state = WorkerState::Ready;
-                vec![
-                    Action::Emit(Event::Ready { capabilities }),
-                    Action::RestartTimer,
-                ]
+                self.min_poll = capabilities.min_poll;
+                let timer = self.enter(Phase::Burst, true);
+                vec![Action::Emit(Event::Ready { capabilities }), timer]
             }
             Err(e) => match init_reaction(e.kind) {
                 Reaction::Stop => {
@@ -367,6 +497,7 @@ impl WorkerMachine {
             since: now,
         });
         self.last_sample_call = Some(now);
+        self.calls_in_poll += 1;
         vec![Action::CallSample]
     }
 
@@ -380,9 +511,45 @@ impl WorkerMachine {
             return Vec::new();
         }
         self.in_flight = None;
+        let mut actions = self.reading_done(result, window, now);
+        if self.state == WorkerState::Ready && self.calls_in_poll >= self.schedule.per_datagram {
+            actions.extend(self.end_poll());
+        }
+        actions
+    }
+
+    /// The poll interval's readings are in: send their combination, and
+    /// move the schedule on.
+    fn end_poll(&mut self) -> Vec<Action> {
+        let mut actions: Vec<Action> = combine(&self.readings).map(Action::Send).into_iter().collect();
+        self.readings.clear();
+        self.calls_in_poll = 0;
+        if let Some(left) = self.schedule.left.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                let next = match self.schedule.phase {
+                    Phase::Burst => Phase::Settle,
+                    Phase::Settle | Phase::Steady => Phase::Steady,
+                };
+                actions.push(self.enter(next, false));
+            }
+        }
+        actions
+    }
+
+    /// One reading's result: kept for the poll's datagram, or reported.
+    fn reading_done(
+        &mut self,
+        result: Result<Sample, PluginError>,
+        window: CallWindow,
+        now: Instant,
+    ) -> Vec<Action> {
         match result {
             Ok(sample) => match check_sample(&sample, window) {
-                Ok(()) => vec![Action::Send(sample)],
+                Ok(()) => {
+                    self.readings.push(sample);
+                    Vec::new()
+                }
                 Err(reason) => {
                     tracing::warn!(source = %self.label, "sample rejected: {reason}");
                     vec![Action::Emit(Event::Rejected {
@@ -413,6 +580,8 @@ impl WorkerMachine {
                         wait.as_secs_f64()
                     );
                     self.state = WorkerState::InitWait { at: now + wait };
+                    self.readings.clear();
+                    self.calls_in_poll = 0;
                     vec![
                         Action::DropSource,
                         Action::Emit(error_event(Call::Sample, &e, Reaction::Reinit, Some(wait))),
@@ -492,7 +661,7 @@ fn error_event(call: Call, e: &PluginError, reaction: Reaction, retry: Option<Du
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SourceConfig;
+    use crate::config::{SourceConfig, poll_duration};
     use ntpd_plugin_api::{ReadMethod, TimeScale};
     use std::path::PathBuf;
 
@@ -505,6 +674,8 @@ mod tests {
             name: "phc".into(),
             path: PathBuf::from("/p.so"),
             poll_interval: poll,
+            reading_interval: poll,
+            startup_burst: false,
             precision: None,
             accuracy: None,
             socket: None,
@@ -551,7 +722,13 @@ mod tests {
         assert_eq!(m.handle(Input::InitDue, t), [Action::CallInit]);
         let a = m.handle(Input::InitDone(Ok(caps())), t);
         assert!(matches!(a[0], Action::Emit(Event::Ready { .. })), "{a:?}");
-        assert_eq!(a[1], Action::RestartTimer);
+        assert_eq!(
+            a[1],
+            Action::StartTimer {
+                period: poll_duration(poll),
+                immediately: true
+            }
+        );
         assert_eq!(m.state(), WorkerState::Ready);
         (m, t)
     }
@@ -576,7 +753,7 @@ mod tests {
                 Action::Emit(Event::Hung { .. }) => "hung",
                 Action::Emit(Event::Rejected { .. }) => "rejected",
                 Action::Emit(Event::Log { .. }) => "log",
-                Action::RestartTimer => "restart-timer",
+                Action::StartTimer { .. } => "start-timer",
                 Action::Exit(WorkerExit::Stopped) => "exit-stopped",
                 Action::Exit(WorkerExit::Hung) => "exit-hung",
                 Action::Exit(WorkerExit::Failed) => "exit-failed",
@@ -731,7 +908,7 @@ mod tests {
         tokio::time::advance(at.duration_since(Instant::now())).await;
         m.handle(Input::InitDue, Instant::now());
         let a = m.handle(Input::InitDone(Ok(caps())), Instant::now());
-        assert_eq!(kinds(&a), ["ready", "restart-timer"]);
+        assert_eq!(kinds(&a), ["ready", "start-timer"]);
         // A delivered sample resets the backoff.
         let now = Instant::now();
         m.handle(Input::Tick, now);
@@ -933,5 +1110,212 @@ mod tests {
         );
         assert!(m.handle(Input::Overdue, t).is_empty());
         assert!(m.handle(Input::Tick, t).is_empty(), "not ready yet");
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+    use crate::config::SourceConfig;
+    use ntpd_plugin_api::{ReadMethod, TimeScale};
+    use std::path::PathBuf;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn source(poll: i8, reading: i8, burst: bool) -> SourceConfig {
+        SourceConfig {
+            file: PathBuf::from("/etc/ntpd-rs/ntp.toml"),
+            position: 1,
+            name: "phc".into(),
+            path: PathBuf::from("/p.so"),
+            poll_interval: poll,
+            reading_interval: reading,
+            startup_burst: burst,
+            precision: None,
+            accuracy: None,
+            socket: None,
+            sample_timeout: Duration::from_secs(10),
+            allow_insecure_plugin: false,
+            config_json: "{}".into(),
+        }
+    }
+
+    /// A machine whose plugin may be read every 2^`min_poll` s, just ready;
+    /// the timer action it started with.
+    fn ready(src: &SourceConfig, min_poll: i8) -> (WorkerMachine, Action) {
+        let now = Instant::now();
+        let mut m = WorkerMachine::for_source(src, Duration::from_secs(1), Duration::from_secs(64), now);
+        m.start(now);
+        m.handle(Input::Loaded(PluginIdentity::default()), now);
+        m.handle(Input::InitDue, now);
+        let mut caps = Capabilities::new(ReadMethod::PRECISE, TimeScale::UTC, 5, "d");
+        caps.min_poll_log2 = min_poll;
+        let mut a = m.handle(Input::InitDone(Ok(caps)), now);
+        assert_eq!(a.len(), 2, "{a:?}");
+        (m, a.pop().unwrap())
+    }
+
+    fn timer(period: Duration, immediately: bool) -> Action {
+        Action::StartTimer { period, immediately }
+    }
+
+    /// One tick and its reading (offset `offset`, taken now): the actions
+    /// after the reading.
+    fn read(m: &mut WorkerMachine, offset: i64) -> Vec<Action> {
+        let now = Instant::now();
+        assert_eq!(m.handle(Input::Tick, now), [Action::CallSample]);
+        let t = 1_800_000_000_000_000_000
+            + i64::try_from(now.duration_since(m.started).as_nanos()).unwrap();
+        let mut s = Sample::new(t, offset, 4);
+        s.readings = 1;
+        m.handle(
+            Input::SampleDone {
+                result: Ok(s),
+                window: CallWindow { before_ns: t - 1, after_ns: t + 1 },
+            },
+            now,
+        )
+    }
+
+    fn fail(m: &mut WorkerMachine) -> Vec<Action> {
+        let now = Instant::now();
+        assert_eq!(m.handle(Input::Tick, now), [Action::CallSample]);
+        m.handle(
+            Input::SampleDone {
+                result: Err(PluginError::transient("busy")),
+                window: CallWindow { before_ns: 0, after_ns: 0 },
+            },
+            now,
+        )
+    }
+
+    fn sends(actions: &[Action]) -> Vec<Sample> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn schedules_follow_the_keys_and_the_plugins_floor() {
+        // Poll 0, readings every 0.25 s: four per datagram.
+        let s = Schedule::of(Phase::Steady, 0, -2, -4);
+        assert_eq!((s.reading, s.per_datagram, s.left), (-2, 4, None));
+        assert_eq!(s.period(), MS(250));
+        // A plugin that may be read only every 0.5 s gets two.
+        assert_eq!(Schedule::of(Phase::Steady, 0, -2, -1).per_datagram, 2);
+        // A reading interval at or above the poll: one reading per poll.
+        let s = Schedule::of(Phase::Steady, 2, 3, -1);
+        assert_eq!((s.reading, s.per_datagram), (2, 1));
+        // Poll 4 (16 s) at 0.25 s: 64 readings; while settling, 1 s polls.
+        assert_eq!(Schedule::of(Phase::Steady, 4, -2, -4).per_datagram, 64);
+        let s = Schedule::of(Phase::Settle, 4, -2, -4);
+        assert_eq!((s.per_datagram, s.left), (4, Some(SETTLE_POLLS)));
+        // The burst reads every 125 ms, one reading per datagram, but never
+        // faster than the plugin allows nor slower than the poll.
+        let s = Schedule::of(Phase::Burst, 0, -2, -4);
+        assert_eq!((s.period(), s.per_datagram, s.left), (MS(125), 1, Some(BURST_READINGS)));
+        assert_eq!(Schedule::of(Phase::Burst, 0, -2, -1).period(), MS(500));
+        assert_eq!(Schedule::of(Phase::Burst, -1, -2, 0).reading, -1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_settle_then_the_configured_poll() {
+        let (mut m, t) = ready(&source(4, -2, true), -4);
+        assert_eq!(t, timer(MS(125), true));
+        assert_eq!(m.schedule().phase, Phase::Burst);
+        // The burst: every reading goes out at once.
+        for i in 0..BURST_READINGS {
+            let a = read(&mut m, 200_000_000 + i64::from(i));
+            assert_eq!(sends(&a).len(), 1, "reading {i}: {a:?}");
+            if i + 1 == BURST_READINGS {
+                assert_eq!(a.last(), Some(&timer(MS(250), false)));
+            } else {
+                assert_eq!(a.len(), 1);
+            }
+            tokio::time::advance(MS(125)).await;
+        }
+        // Settling: one datagram per second from four readings.
+        assert_eq!(m.schedule().phase, Phase::Settle);
+        for poll in 0..SETTLE_POLLS {
+            for i in 0..4 {
+                let a = read(&mut m, 100 + i);
+                let sent = sends(&a);
+                if i < 3 {
+                    assert!(a.is_empty(), "{a:?}");
+                } else {
+                    assert_eq!(sent.len(), 1);
+                    assert_eq!(sent[0].readings, 4);
+                    assert_eq!(sent[0].offset_ns, 103, "projected to the last reading");
+                    if poll + 1 == SETTLE_POLLS {
+                        assert_eq!(a.last(), Some(&timer(MS(250), false)));
+                    }
+                }
+                tokio::time::advance(MS(250)).await;
+            }
+        }
+        // Steady: 64 readings per 16 s datagram.
+        assert_eq!(m.schedule().phase, Phase::Steady);
+        for i in 0..64 {
+            let a = read(&mut m, 7);
+            assert_eq!(sends(&a).len(), usize::from(i == 63), "reading {i}");
+            tokio::time::advance(MS(250)).await;
+        }
+        assert_eq!(m.schedule().left, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_burst_and_short_polls_go_straight_to_the_poll() {
+        let (m, t) = ready(&source(0, -2, false), -4);
+        assert_eq!(t, timer(MS(250), true));
+        assert_eq!(m.schedule().phase, Phase::Steady);
+        // With a burst, a poll of 1 s or less needs no settling.
+        let (mut m, _) = ready(&source(0, -2, true), -4);
+        for _ in 0..BURST_READINGS {
+            read(&mut m, 1);
+        }
+        assert_eq!(m.schedule().phase, Phase::Steady);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_readings_end_the_poll_on_time_with_what_came_in() {
+        let (mut m, _) = ready(&source(0, -2, false), -4);
+        assert!(read(&mut m, 10).is_empty());
+        tokio::time::advance(MS(250)).await;
+        assert_eq!(fail(&mut m).len(), 1, "the error is reported");
+        tokio::time::advance(MS(250)).await;
+        assert!(read(&mut m, 30).is_empty());
+        let a = fail(&mut m);
+        let sent = sends(&a);
+        assert_eq!(sent.len(), 1, "{a:?}");
+        assert_eq!((sent[0].readings, sent[0].offset_ns), (2, 30));
+        // A poll of failures only sends nothing.
+        for _ in 0..4 {
+            assert!(sends(&fail(&mut m)).is_empty());
+        }
+        // Readings of an unavailable source are dropped with it.
+        read(&mut m, 1);
+        let now = Instant::now();
+        m.handle(Input::Tick, now);
+        m.handle(
+            Input::SampleDone {
+                result: Err(PluginError::unavailable("gone")),
+                window: CallWindow { before_ns: 0, after_ns: 0 },
+            },
+            now,
+        );
+        assert!(m.readings.is_empty());
+        assert_eq!(m.calls_in_poll, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_plugin_skips_ticks_without_counting_them() {
+        let (mut m, _) = ready(&source(0, -2, false), -4);
+        assert_eq!(m.handle(Input::Tick, Instant::now()), [Action::CallSample]);
+        assert!(m.handle(Input::Tick, Instant::now()).is_empty());
+        assert_eq!(m.calls_in_poll, 1);
     }
 }

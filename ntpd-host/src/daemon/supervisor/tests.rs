@@ -189,6 +189,8 @@ fn spec(name: &str) -> WorkerSpec {
             name: name.into(),
             path: "/p.so".into(),
             poll_interval: 0,
+            reading_interval: 0,
+            startup_burst: false,
             precision: None,
             accuracy: None,
             socket: None,
