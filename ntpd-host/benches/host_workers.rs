@@ -7,6 +7,8 @@
 //! - latency from the timer tick to the datagram sent, as the worker measures
 //!   it for each sample (its `latency-ns` event field);
 //! - resident memory (VmRSS) of the supervisor and of one worker;
+//! - the worker's CPU per second at the product's defaults (poll-interval 0,
+//!   four readings a second combined into one datagram);
 //! - CPU use of the whole host (supervisor + workers) with 16 sim sources at
 //!   poll-interval -1.
 //!
@@ -78,6 +80,12 @@ struct Bridge {
 
 impl Bridge {
     fn start(tag: &str, sources: usize) -> Self {
+        Self::start_with(tag, sources, "poll-interval = -1\n", "")
+    }
+
+    /// `keys`: the `[[source]]` keys besides mode, path and socket;
+    /// `plugin`: more lines for `[source.config]`.
+    fn start_with(tag: &str, sources: usize, keys: &str, plugin: &str) -> Self {
         let _ = tag;
         let tmp = common::bridge::tempdir();
         let dir = tmp.path();
@@ -92,7 +100,7 @@ impl Bridge {
                 .unwrap();
             receivers.push(rx);
             config.push_str(&format!(
-                "[[source]]\nmode = \"plugin\"\npath = \"{}\"\npoll-interval = -1\nsocket = \"{}\"\n[source.config]\nnoise = 100\nseed = {i}\n\n",
+                "[[source]]\nmode = \"plugin\"\npath = \"{}\"\n{keys}socket = \"{}\"\n[source.config]\nnoise = 100\nseed = {i}\n{plugin}\n",
                 so.display(),
                 socket.display()
             ));
@@ -177,6 +185,41 @@ fn one_source(secs: u64) {
     );
     println!("  supervisor RSS             {:>8} KiB", rss_kib(sup));
     println!("  worker RSS                 {:>8} KiB", rss_kib(w));
+}
+
+/// The worker at the product's defaults: poll-interval 0 and the default
+/// reading-interval (4 readings a second, combined into one datagram), with
+/// a sim plugin that, like the PTP plugin, may be read every 1/16 s.
+fn default_readings(secs: u64) {
+    let bridge = Bridge::start_with("readings", 1, "", "min-poll = -4\n");
+    let sup = bridge.child.id();
+    let workers = wait_workers(sup, 1);
+    // Past the start-up burst and the settling polls (poll 0: none).
+    std::thread::sleep(Duration::from_secs(3));
+    bridge.drain();
+    let w = workers[0];
+    let (w0, s0) = (cpu_ns(w), cpu_ns(sup));
+    let t0 = Instant::now();
+    let delivered = bridge.receive_for(secs);
+    let wall = t0.elapsed().as_secs_f64();
+    let (w1, s1) = (cpu_ns(w), cpu_ns(sup));
+    println!(
+        "one sim source at the defaults (poll-interval 0, reading-interval -2), {secs} s, \
+         {delivered} datagrams received"
+    );
+    println!(
+        "  worker CPU                 {:>8.1} us per second ({:.3} % of one core)",
+        (w1 - w0) as f64 / 1e3 / wall,
+        (w1 - w0) as f64 / 1e9 / wall * 100.0
+    );
+    println!(
+        "  worker CPU per reading     {:>8.1} us (4 readings per datagram)",
+        (w1 - w0) as f64 / 1e3 / (delivered.max(1) * 4) as f64
+    );
+    println!(
+        "  supervisor CPU per second  {:>8.1} us",
+        (s1 - s0) as f64 / 1e3 / wall
+    );
 }
 
 fn sixteen_sources(secs: u64) {
@@ -278,5 +321,6 @@ fn main() {
     let secs = seconds();
     latency((secs * 2) as usize);
     one_source(secs);
+    default_readings(secs);
     sixteen_sources(secs);
 }

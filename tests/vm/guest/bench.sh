@@ -15,6 +15,10 @@
 # Read method = which callbacks the test clock has (load-time parameters):
 #   precise: precise=1 (PTP_SYS_OFFSET_PRECISE, EXTENDED and basic offered)
 #   extended: precise=0 (EXTENDED and basic)      basic: precise=0 extended=0
+#   jitter: as extended, with jitter_ns=1000 (1 us of noise on each PHC read)
+# chrony polls at ntpd-host's poll interval (refclock PHC ... poll BENCH_POLL
+# dpoll -2, as its own default refclock poll is 4); phc2sys runs at its
+# defaults (1 update a second).
 # Every tool takes the best the clock offers by itself: chrony's refclock PHC
 # and phc2sys probe PRECISE, then EXTENDED, then basic; ntpd-host's PTP plugin
 # has method = "auto" (what it detected is printed).
@@ -37,6 +41,8 @@ tc_load_method() {
 	precise) p= ;;
 	extended) p="precise=0" ;;
 	basic) p="precise=0 extended=0" ;;
+	# EXTENDED reads with 1 us of noise on each PHC timestamp
+	jitter) p="precise=0 jitter_ns=1000" ;;
 	*) return 1 ;;
 	esac
 	tc_load name=tc_bench offset_ns=$START_OFFSET freq_ppb=$START_FREQ $p
@@ -53,7 +59,7 @@ start_chrony() {
 	chmod 750 /run/chrony
 	rm -f /run/chrony/chronyd.pid
 	cat > /tmp/chrony.conf <<-EOT
-	refclock PHC $DEV poll 0 dpoll -2
+	refclock PHC $DEV poll $BENCH_POLL dpoll -2
 	makestep 0.1 3
 	cmdport 0
 	pidfile /run/chrony/chronyd.pid

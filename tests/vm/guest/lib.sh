@@ -90,11 +90,13 @@ rms() {
 # plugin_source NAME POLL [KEY=VALUE ...]: one plugin source on the PTP
 # plugin ($SO_PATH if set); KEY=VALUE pairs go to [source.config] (strings
 # quoted, numbers not)
+# (more keys of the [[source]] table may come in $SOURCE_EXTRA)
 plugin_source() {
 	local name=$1 poll=$2 kv k v
 	shift 2
-	printf '[[source]]\nmode = "plugin"\npath = "%s"\nname = "%s"\npoll-interval = %s\n[source.config]\n' \
-		"${SO_PATH:-$PTP_SO}" "$name" "$poll"
+	printf '[[source]]\nmode = "plugin"\npath = "%s"\nname = "%s"\npoll-interval = %s\n%s[source.config]\n' \
+		"${SO_PATH:-$PTP_SO}" "$name" "$poll" "${SOURCE_EXTRA:+$SOURCE_EXTRA
+}"
 	for kv in "$@"; do
 		k=${kv%%=*}; v=${kv#*=}
 		case $v in
