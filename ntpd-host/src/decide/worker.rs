@@ -18,11 +18,15 @@ use crate::protocol::worker::{Call, Event, Reaction, WorkerExit, WorkerSpec};
 /// (the daemon starts after the workers).
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
-/// Readings sent one by one at start (and after every successful `init`)
-/// when `startup-burst` is on: ntpd-rs counts a sock source once it has 8
-/// measurements, and takes its first step then; two spare readings cover
-/// a failed one.
+/// Readings delivered one by one at start (and after every successful
+/// `init`) when `startup-burst` is on: ntpd-rs counts a sock source once it
+/// has 8 measurements, and takes its first step then; two spare readings
+/// cover a late one. Only delivered readings count: the daemon starts after
+/// the workers.
 pub const BURST_READINGS: u32 = 10;
+/// The burst ends after this many readings even if the daemon took fewer
+/// than [`BURST_READINGS`] (a minute at 125 ms: nobody is listening).
+pub const BURST_MAX_TRIES: u32 = 480;
 /// The interval of the start-up burst's readings, log2 seconds (125 ms;
 /// never shorter than the plugin's shortest poll interval).
 pub const BURST_INTERVAL: i8 = -3;
@@ -266,6 +270,8 @@ pub struct WorkerMachine {
     readings: Vec<Sample>,
     /// Reading calls made in the current poll interval.
     calls_in_poll: u32,
+    /// Datagrams sent in the current burst, delivered or not.
+    burst_tries: u32,
     sample_timeout: Duration,
     backoff: Backoff,
     state: WorkerState,
@@ -306,6 +312,7 @@ impl WorkerMachine {
             ),
             readings: Vec::new(),
             calls_in_poll: 0,
+            burst_tries: 0,
             sample_timeout: source.sample_timeout,
             backoff: Backoff::new(backoff_initial, cap, Duration::from_secs(300)),
             state: WorkerState::Loading,
@@ -344,6 +351,7 @@ impl WorkerMachine {
         );
         self.readings.clear();
         self.calls_in_poll = 0;
+        self.burst_tries = 0;
         Action::StartTimer {
             period: self.schedule.period(),
             immediately,
@@ -524,15 +532,23 @@ impl WorkerMachine {
         let mut actions: Vec<Action> = combine(&self.readings).map(Action::Send).into_iter().collect();
         self.readings.clear();
         self.calls_in_poll = 0;
-        if let Some(left) = self.schedule.left.as_mut() {
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                let next = match self.schedule.phase {
-                    Phase::Burst => Phase::Settle,
-                    Phase::Settle | Phase::Steady => Phase::Steady,
-                };
-                actions.push(self.enter(next, false));
+        match self.schedule.phase {
+            // The burst counts what the daemon took (`sent`); it gives up
+            // when nobody listens.
+            Phase::Burst => {
+                self.burst_tries += 1;
+                if self.burst_tries >= BURST_MAX_TRIES {
+                    actions.push(self.enter(Phase::Settle, false));
+                }
             }
+            Phase::Settle => {
+                let left = self.schedule.left.get_or_insert(0);
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    actions.push(self.enter(Phase::Steady, false));
+                }
+            }
+            Phase::Steady => {}
         }
         actions
     }
@@ -613,11 +629,19 @@ impl WorkerMachine {
         }
         let since = self.last_sample_call.unwrap_or(now);
         let latency_ns = u64::try_from(now.duration_since(since).as_nanos()).unwrap_or(u64::MAX);
-        vec![Action::Emit(Event::Sample {
+        let mut actions = vec![Action::Emit(Event::Sample {
             sample: SampleRecord::from(sample),
             delivered,
             latency_ns,
-        })]
+        })];
+        if delivered && self.state == WorkerState::Ready && self.schedule.phase == Phase::Burst {
+            let left = self.schedule.left.get_or_insert(0);
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                actions.push(self.enter(Phase::Settle, false));
+            }
+        }
+        actions
     }
 
     fn overdue(&mut self, now: Instant) -> Vec<Action> {
@@ -1177,6 +1201,18 @@ mod schedule_tests {
         )
     }
 
+    /// Reports `sample` sent; the kinds of the actions that follow.
+    fn deliver(m: &mut WorkerMachine, sample: Sample, delivered: bool) -> Vec<&'static str> {
+        m.handle(Input::Sent { sample, delivered }, Instant::now())
+            .iter()
+            .map(|a| match a {
+                Action::Emit(Event::Sample { .. }) => "sample",
+                Action::StartTimer { .. } => "timer",
+                _ => "other",
+            })
+            .collect()
+    }
+
     fn fail(m: &mut WorkerMachine) -> Vec<Action> {
         let now = Instant::now();
         assert_eq!(m.handle(Input::Tick, now), [Action::CallSample]);
@@ -1227,14 +1263,29 @@ mod schedule_tests {
         let (mut m, t) = ready(&source(4, -2, true), -4);
         assert_eq!(t, timer(MS(125), true));
         assert_eq!(m.schedule().phase, Phase::Burst);
-        // The burst: every reading goes out at once.
+        // The burst: every reading goes out at once; those the daemon did
+        // not take (it starts after the workers) do not count.
+        for i in 0..3 {
+            let sent = sends(&read(&mut m, 200_000_000 + i));
+            assert_eq!(sent.len(), 1);
+            assert_eq!(deliver(&mut m, sent[0], false), ["sample"]);
+            tokio::time::advance(MS(125)).await;
+        }
         for i in 0..BURST_READINGS {
             let a = read(&mut m, 200_000_000 + i64::from(i));
-            assert_eq!(sends(&a).len(), 1, "reading {i}: {a:?}");
+            let sent = sends(&a);
+            assert_eq!((a.len(), sent.len()), (1, 1), "reading {i}: {a:?}");
+            let a = m.handle(
+                Input::Sent {
+                    sample: sent[0],
+                    delivered: true,
+                },
+                Instant::now(),
+            );
             if i + 1 == BURST_READINGS {
                 assert_eq!(a.last(), Some(&timer(MS(250), false)));
             } else {
-                assert_eq!(a.len(), 1);
+                assert_eq!(a.len(), 1, "{a:?}");
             }
             tokio::time::advance(MS(125)).await;
         }
@@ -1275,7 +1326,24 @@ mod schedule_tests {
         // With a burst, a poll of 1 s or less needs no settling.
         let (mut m, _) = ready(&source(0, -2, true), -4);
         for _ in 0..BURST_READINGS {
-            read(&mut m, 1);
+            let sent = sends(&read(&mut m, 1));
+            deliver(&mut m, sent[0], true);
+        }
+        assert_eq!(m.schedule().phase, Phase::Steady);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_nobody_takes_ends_after_a_minute() {
+        let (mut m, _) = ready(&source(0, -2, true), -4);
+        for i in 0..BURST_MAX_TRIES {
+            let a = read(&mut m, 1);
+            let sent = sends(&a);
+            assert_eq!(sent.len(), 1);
+            if i + 1 == BURST_MAX_TRIES {
+                assert_eq!(a.last(), Some(&timer(MS(250), false)), "{a:?}");
+            }
+            deliver(&mut m, sent[0], false);
+            tokio::time::advance(MS(125)).await;
         }
         assert_eq!(m.schedule().phase, Phase::Steady);
     }

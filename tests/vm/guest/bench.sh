@@ -16,6 +16,9 @@
 #   precise: precise=1 (PTP_SYS_OFFSET_PRECISE, EXTENDED and basic offered)
 #   extended: precise=0 (EXTENDED and basic)      basic: precise=0 extended=0
 #   jitter: as extended, with jitter_ns=1000 (1 us of noise on each PHC read)
+#   fstep: as precise; when the window starts, the PHC's frequency jumps by
+#     +1 ppm (a temperature change of a NIC oscillator, a host's clock
+#     re-tuned under a VM): the window's RMS includes the recovery
 # chrony polls at ntpd-host's poll interval (refclock PHC ... poll BENCH_POLL
 # dpoll -2, as its own default refclock poll is 4); phc2sys runs at its
 # defaults (1 update a second).
@@ -30,6 +33,7 @@
 
 START_OFFSET=200000000  # ns, PHC - CLOCK_REALTIME at the start of a run
 START_FREQ=20000        # ppb, the test clock's oscillator error
+FSTEP_PPB=1000          # ppb, the fstep scenario's jump of that error
 
 . /etc/bench.conf
 [ $# -gt 0 ] && BENCH_METHODS="$*"
@@ -43,6 +47,8 @@ tc_load_method() {
 	basic) p="precise=0 extended=0" ;;
 	# EXTENDED reads with 1 us of noise on each PHC timestamp
 	jitter) p="precise=0 jitter_ns=1000" ;;
+	# precise, and its oscillator jumps by +1 ppm when the window starts
+	fstep) p= ;;
 	*) return 1 ;;
 	esac
 	tc_load name=tc_bench offset_ns=$START_OFFSET freq_ppb=$START_FREQ $p
@@ -104,6 +110,8 @@ run_one() {
 		echo "S $tool $method $((t - t0)) $off"
 		[ $((i % 30)) = 0 ] && note "  $tool $method t=$((i)) s offset=$off ns"
 		[ "$i" = 5 ] && used=$(tool_method "$tool")
+		[ "$method" = fstep ] && [ "$i" = $((BENCH_SECS - BENCH_WINDOW)) ] &&
+			echo $((START_FREQ + FSTEP_PPB)) > $TC/freq_ppb
 		kill -0 "$TOOL_PID" 2>/dev/null || { note "$tool exited early"; break; }
 	done
 	reads1=$(cat $TC/reads)
