@@ -22,8 +22,7 @@ pub use host::{
 };
 pub use source::{
     MAX_SOCKET_PATH, POLL_DEFAULT, POLL_MAX, POLL_MIN, READING_DEFAULT, READING_MIN,
-    SAMPLE_TIMEOUT_DEFAULT, SOURCES_DIR,
-    SourceConfig, poll_duration,
+    SAMPLE_TIMEOUT_DEFAULT, SOURCES_DIR, SourceConfig, poll_duration,
 };
 
 use source::PluginSourceToml;

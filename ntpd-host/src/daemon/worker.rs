@@ -101,7 +101,10 @@ pub async fn drive<P: PluginPort, D: DatagramSink, E: EventSink>(
                         return WorkerExit::Failed;
                     }
                 }
-                Action::StartTimer { period, immediately } => {
+                Action::StartTimer {
+                    period,
+                    immediately,
+                } => {
                     let first = if immediately {
                         Instant::now()
                     } else {
@@ -409,13 +412,7 @@ pub fn run(spec: &WorkerSpec, events: &EventChannel) -> WorkerExit {
     let mut events = events.clone();
     runtime.block_on(async {
         let mut machine = WorkerMachine::new(spec, Instant::now());
-        drive(
-            &mut machine,
-            &mut port,
-            &mut sink,
-            &mut events,
-        )
-        .await
+        drive(&mut machine, &mut port, &mut sink, &mut events).await
     })
 }
 
@@ -567,12 +564,7 @@ mod tests {
         let mut events = Shared(collect.clone());
         let exit = tokio::time::timeout(
             limit,
-            drive(
-                &mut machine,
-                &mut port,
-                &mut sink,
-                &mut events,
-            ),
+            drive(&mut machine, &mut port, &mut sink, &mut events),
         )
         .await
         .ok()?;

@@ -25,9 +25,12 @@ pub const JUMP_RATE_PPM: i64 = 500;
 /// Whether the offset changed between `a` and `b` more than drift and
 /// slewing can explain: the system clock was stepped between them.
 pub fn is_jump(a: &Sample, b: &Sample) -> bool {
-    let dt = b.system_time_ns.saturating_sub(a.system_time_ns).unsigned_abs();
-    let allowed = JUMP_FLOOR_NS.unsigned_abs()
-        + dt.saturating_mul(JUMP_RATE_PPM.unsigned_abs()) / 1_000_000;
+    let dt = b
+        .system_time_ns
+        .saturating_sub(a.system_time_ns)
+        .unsigned_abs();
+    let allowed =
+        JUMP_FLOOR_NS.unsigned_abs() + dt.saturating_mul(JUMP_RATE_PPM.unsigned_abs()) / 1_000_000;
     b.offset_ns.abs_diff(a.offset_ns) > allowed
 }
 

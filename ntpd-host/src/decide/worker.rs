@@ -529,7 +529,10 @@ impl WorkerMachine {
     /// The poll interval's readings are in: send their combination, and
     /// move the schedule on.
     fn end_poll(&mut self) -> Vec<Action> {
-        let mut actions: Vec<Action> = combine(&self.readings).map(Action::Send).into_iter().collect();
+        let mut actions: Vec<Action> = combine(&self.readings)
+            .map(Action::Send)
+            .into_iter()
+            .collect();
         self.readings.clear();
         self.calls_in_poll = 0;
         match self.schedule.phase {
@@ -1168,7 +1171,8 @@ mod schedule_tests {
     /// the timer action it started with.
     fn ready(src: &SourceConfig, min_poll: i8) -> (WorkerMachine, Action) {
         let now = Instant::now();
-        let mut m = WorkerMachine::for_source(src, Duration::from_secs(1), Duration::from_secs(64), now);
+        let mut m =
+            WorkerMachine::for_source(src, Duration::from_secs(1), Duration::from_secs(64), now);
         m.start(now);
         m.handle(Input::Loaded(PluginIdentity::default()), now);
         m.handle(Input::InitDue, now);
@@ -1180,7 +1184,10 @@ mod schedule_tests {
     }
 
     fn timer(period: Duration, immediately: bool) -> Action {
-        Action::StartTimer { period, immediately }
+        Action::StartTimer {
+            period,
+            immediately,
+        }
     }
 
     /// One tick and its reading (offset `offset`, taken now): the actions
@@ -1195,7 +1202,10 @@ mod schedule_tests {
         m.handle(
             Input::SampleDone {
                 result: Ok(s),
-                window: CallWindow { before_ns: t - 1, after_ns: t + 1 },
+                window: CallWindow {
+                    before_ns: t - 1,
+                    after_ns: t + 1,
+                },
             },
             now,
         )
@@ -1219,7 +1229,10 @@ mod schedule_tests {
         m.handle(
             Input::SampleDone {
                 result: Err(PluginError::transient("busy")),
-                window: CallWindow { before_ns: 0, after_ns: 0 },
+                window: CallWindow {
+                    before_ns: 0,
+                    after_ns: 0,
+                },
             },
             now,
         )
@@ -1253,7 +1266,10 @@ mod schedule_tests {
         // The burst reads every 125 ms, one reading per datagram, but never
         // faster than the plugin allows nor slower than the poll.
         let s = Schedule::of(Phase::Burst, 0, -2, -4);
-        assert_eq!((s.period(), s.per_datagram, s.left), (MS(125), 1, Some(BURST_READINGS)));
+        assert_eq!(
+            (s.period(), s.per_datagram, s.left),
+            (MS(125), 1, Some(BURST_READINGS))
+        );
         assert_eq!(Schedule::of(Phase::Burst, 0, -2, -1).period(), MS(500));
         assert_eq!(Schedule::of(Phase::Burst, -1, -2, 0).reading, -1);
     }
@@ -1371,7 +1387,10 @@ mod schedule_tests {
         m.handle(
             Input::SampleDone {
                 result: Err(PluginError::unavailable("gone")),
-                window: CallWindow { before_ns: 0, after_ns: 0 },
+                window: CallWindow {
+                    before_ns: 0,
+                    after_ns: 0,
+                },
             },
             now,
         );
