@@ -35,11 +35,11 @@ B_RESUME_MS=2000       # reload to first new sample under ntpd-host run: two 1 s
 B_3SRC_SAMPLES=5       # samples each of the three sources must have delivered
 B_3SRC_READY_MS=30000  # start of ntpd-host run to all three delivering with a daemon view, ms
 B_3SRC_AGREE=10000     # |daemon's offset - host's last sample| per source, ns (the clock is being steered meanwhile)
-LOOP_SECS=120         # s each closed loop runs
+LOOP_SECS=90          # s each closed loop runs
 LOOP_WINDOW=60         # s at the end of a closed loop over which RMS and max are taken
-B_LOOP_CONVERGE_MS=60000  # start of ntpd-host run to the first |true offset| < 1 us, ms (= the start of the RMS window; seen 26-45 s)
-B_LOOP_RMS_precise=100    # closed-loop RMS of the true offset over the window, ns (precise; tai too; seen up to 32)
-B_LOOP_RMS_extended=500   # the same, extended (the read-path bias dominates: B_PL_EXTENDED + ntpd-rs dead band; seen up to 148)
+B_LOOP_CONVERGE_MS=20000  # start of ntpd-host run to the first |true offset| < 1 us, ms (seen 3-7 s with the start-up burst; 26-45 s before it)
+B_LOOP_RMS_precise=60     # closed-loop RMS of the true offset over the window, ns (precise; tai too; seen 6-9 with 4 readings a second and the 10 ns precision floor)
+B_LOOP_RMS_extended=300   # the same, extended (the read-path bias dominates: B_PL_EXTENDED + ntpd-rs dead band; seen 41 now, up to 148 before)
 B_LOOP_RMS_standard=500   # the same, standard (diagnostic only, never fails)
 B_LOOP_MAX_X=3            # max |offset| in the window at most this many times the RMS bound (seen: 92 precise, 171 extended)
 OUTAGE_LONG=10         # s, the counted daemon_rmmod_reload outage (over the old backoff's 1+2+4 s retries)
@@ -49,7 +49,7 @@ B_CLOCK_UNTOUCHED_NS=1000000  # |change of CLOCK_REALTIME - CLOCK_MONOTONIC_RAW|
 CB_SEGMENT=/var/run/clockbound/shm0  # `clockbound = true`: the protocol's default path
 CB_PHASE_MS=60000      # each containment phase of check_clockbound_containment, ms
 CB_EVERY_US=20000      # the client reads every 20 ms (50 a second)
-B_CB_SYNC_MS=120000    # host start to the client's first synchronized reading, ms (the loop locks in 26-45 s)
+B_CB_SYNC_MS=30000     # host start to the client's first synchronized reading, ms (the loop locks in 3-7 s)
 B_CB_SYNC_SHARE=90     # % of a quiet phase's readings that must be synchronized
 B_CB_WIDTH_MEDIAN=1000 # the goal: median width [earliest, latest] under 1 us, quiet phase, ns
 B_CB_VOID_MS=20000     # last sample to the client's first unknown reading: void-after (16 s) + 4 s, ms
