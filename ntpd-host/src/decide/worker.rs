@@ -544,16 +544,18 @@ impl WorkerMachine {
                     actions.push(self.enter(Phase::Settle, false));
                 }
             }
-            Phase::Settle => {
-                let left = self.schedule.left.get_or_insert(0);
-                *left = left.saturating_sub(1);
-                if *left == 0 {
-                    actions.push(self.enter(Phase::Steady, false));
-                }
-            }
+            Phase::Settle => actions.extend(self.count_down(Phase::Steady)),
             Phase::Steady => {}
         }
         actions
+    }
+
+    /// One more datagram of a counted phase; at its last, the timer action
+    /// that starts `next`.
+    fn count_down(&mut self, next: Phase) -> Option<Action> {
+        let left = self.schedule.left.get_or_insert(0);
+        *left = left.saturating_sub(1);
+        (*left == 0).then(|| self.enter(next, false))
     }
 
     /// One reading's result: kept for the poll's datagram, or reported.
@@ -638,11 +640,7 @@ impl WorkerMachine {
             latency_ns,
         })];
         if delivered && self.state == WorkerState::Ready && self.schedule.phase == Phase::Burst {
-            let left = self.schedule.left.get_or_insert(0);
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                actions.push(self.enter(Phase::Settle, false));
-            }
+            actions.extend(self.count_down(Phase::Settle));
         }
         actions
     }
@@ -695,14 +693,20 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn source(poll: i8) -> SourceConfig {
+        source_with(poll, poll, false)
+    }
+
+    /// A source polled every 2^`poll` s, read every 2^`reading` s, with or
+    /// without the start-up burst.
+    pub(super) fn source_with(poll: i8, reading: i8, burst: bool) -> SourceConfig {
         SourceConfig {
             file: PathBuf::from("/etc/ntpd-rs/ntp.toml"),
             position: 1,
             name: "phc".into(),
             path: PathBuf::from("/p.so"),
             poll_interval: poll,
-            reading_interval: poll,
-            startup_burst: false,
+            reading_interval: reading,
+            startup_burst: burst,
             precision: None,
             accuracy: None,
             socket: None,
@@ -1142,30 +1146,12 @@ mod tests {
 
 #[cfg(test)]
 mod schedule_tests {
+    use super::tests::source_with as source;
     use super::*;
     use crate::config::SourceConfig;
     use ntpd_plugin_api::{ReadMethod, TimeScale};
-    use std::path::PathBuf;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
-
-    fn source(poll: i8, reading: i8, burst: bool) -> SourceConfig {
-        SourceConfig {
-            file: PathBuf::from("/etc/ntpd-rs/ntp.toml"),
-            position: 1,
-            name: "phc".into(),
-            path: PathBuf::from("/p.so"),
-            poll_interval: poll,
-            reading_interval: reading,
-            startup_burst: burst,
-            precision: None,
-            accuracy: None,
-            socket: None,
-            sample_timeout: Duration::from_secs(10),
-            allow_insecure_plugin: false,
-            config_json: "{}".into(),
-        }
-    }
 
     /// A machine whose plugin may be read every 2^`min_poll` s, just ready;
     /// the timer action it started with.
