@@ -332,14 +332,13 @@ async fn start_run(args: &HostArgs, running: &mut Running) -> Result<Started, Ho
     // runs configs its check warns about (ntp-daemon does), so its warnings
     // are passed on; a config it cannot load makes the daemon exit with
     // ntpd-rs's configuration status, which `run` then passes on.
+    // It runs while the workers start (both take a process start; the
+    // daemon starts only after both).
     let first = config::derive(&cfg, &args.runtime_dir, &vec![None; cfg.plugins.len()]);
-    let verdict = ntpd_validation(&first.text)?;
-    if !verdict.accepted {
-        tracing::warn!(
-            "ntpd-rs's validation of the derived config: {}",
-            verdict.message
-        );
-    }
+    let validation = {
+        let text = first.text.clone();
+        tokio::task::spawn_blocking(move || ntpd_validation(&text))
+    };
 
     let launcher = ProcessLauncher {
         log_filter: log_filter(args.log_level.as_deref()),
@@ -358,6 +357,16 @@ async fn start_run(args: &HostArgs, running: &mut Running) -> Result<Started, Ho
         ),
     ));
     running.supervisor = Some(sup.clone());
+    let verdict = validation.await.map_err(|e| HostError::Start {
+        what: "ntpd-rs's validation",
+        source: std::io::Error::other(e),
+    })??;
+    if !verdict.accepted {
+        tracing::warn!(
+            "ntpd-rs's validation of the derived config: {}",
+            verdict.message
+        );
+    }
     // Give each plugin a moment to report its precision estimate.
     sup.wait_started(ESTIMATE_WAIT).await;
     #[allow(clippy::cast_precision_loss)] // ns estimates are small
