@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::decide::backoff::Backoff;
-use crate::decide::combine::combine;
+use crate::decide::combine::{combine, is_jump};
 use crate::protocol::records::{CapabilitiesRecord, ErrorRecord, PluginIdentity, SampleRecord};
 use crate::protocol::worker::{Call, Event, Reaction, WorkerExit, WorkerSpec};
 
@@ -24,12 +24,17 @@ pub const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 /// cover a late one. Only delivered readings count: the daemon starts after
 /// the workers.
 pub const BURST_READINGS: u32 = 10;
+/// When a burst reading shows that the daemon stepped the clock, the burst
+/// goes on for this many more delivered readings (a second at 62.5 ms): the
+/// daemon's filter restarts its frequency estimate from the step, and
+/// learns the clock's frequency error from them instead of from 1 s polls.
+pub const BURST_AFTER_STEP: u32 = 16;
 /// The burst ends after this many readings even if the daemon took fewer
-/// than [`BURST_READINGS`] (a minute at 125 ms: nobody is listening).
+/// than it needs (half a minute at 62.5 ms: nobody is listening).
 pub const BURST_MAX_TRIES: u32 = 480;
-/// The interval of the start-up burst's readings, log2 seconds (125 ms;
+/// The interval of the start-up burst's readings, log2 seconds (62.5 ms;
 /// never shorter than the plugin's shortest poll interval).
-pub const BURST_INTERVAL: i8 = -3;
+pub const BURST_INTERVAL: i8 = -4;
 /// After the burst, polls this long or shorter (log2 seconds: 1 s) ...
 pub const SETTLE_POLL: i8 = 0;
 /// ... this many times, so the daemon learns the clock's frequency before a
@@ -272,6 +277,8 @@ pub struct WorkerMachine {
     calls_in_poll: u32,
     /// Datagrams sent in the current burst, delivered or not.
     burst_tries: u32,
+    /// The last reading of the current burst the daemon took.
+    burst_last: Option<Sample>,
     sample_timeout: Duration,
     backoff: Backoff,
     state: WorkerState,
@@ -313,6 +320,7 @@ impl WorkerMachine {
             readings: Vec::new(),
             calls_in_poll: 0,
             burst_tries: 0,
+            burst_last: None,
             sample_timeout: source.sample_timeout,
             backoff: Backoff::new(backoff_initial, cap, Duration::from_secs(300)),
             state: WorkerState::Loading,
@@ -352,6 +360,7 @@ impl WorkerMachine {
         self.readings.clear();
         self.calls_in_poll = 0;
         self.burst_tries = 0;
+        self.burst_last = None;
         Action::StartTimer {
             period: self.schedule.period(),
             immediately,
@@ -640,7 +649,14 @@ impl WorkerMachine {
             latency_ns,
         })];
         if delivered && self.state == WorkerState::Ready && self.schedule.phase == Phase::Burst {
-            actions.extend(self.count_down(Phase::Settle));
+            let stepped = self.burst_last.is_some_and(|last| is_jump(&last, sample));
+            self.burst_last = Some(*sample);
+            if stepped {
+                tracing::debug!(source = %self.label, "the daemon stepped the clock; burst goes on");
+                self.schedule.left = Some(BURST_AFTER_STEP);
+            } else {
+                actions.extend(self.count_down(Phase::Settle));
+            }
         }
         actions
     }
@@ -1152,6 +1168,8 @@ mod schedule_tests {
     use ntpd_plugin_api::{ReadMethod, TimeScale};
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+    /// The burst's interval, 62.5 ms.
+    const BURST: Duration = Duration::from_micros(62_500);
 
     /// A machine whose plugin may be read every 2^`min_poll` s, just ready;
     /// the timer action it started with.
@@ -1249,12 +1267,12 @@ mod schedule_tests {
         assert_eq!(Schedule::of(Phase::Steady, 4, -2, -4).per_datagram, 64);
         let s = Schedule::of(Phase::Settle, 4, -2, -4);
         assert_eq!((s.per_datagram, s.left), (4, Some(SETTLE_POLLS)));
-        // The burst reads every 125 ms, one reading per datagram, but never
-        // faster than the plugin allows nor slower than the poll.
+        // The burst reads every 62.5 ms, one reading per datagram, but
+        // never faster than the plugin allows nor slower than the poll.
         let s = Schedule::of(Phase::Burst, 0, -2, -4);
         assert_eq!(
             (s.period(), s.per_datagram, s.left),
-            (MS(125), 1, Some(BURST_READINGS))
+            (BURST, 1, Some(BURST_READINGS))
         );
         assert_eq!(Schedule::of(Phase::Burst, 0, -2, -1).period(), MS(500));
         assert_eq!(Schedule::of(Phase::Burst, -1, -2, 0).reading, -1);
@@ -1263,7 +1281,7 @@ mod schedule_tests {
     #[tokio::test(start_paused = true)]
     async fn burst_then_settle_then_the_configured_poll() {
         let (mut m, t) = ready(&source(4, -2, true), -4);
-        assert_eq!(t, timer(MS(125), true));
+        assert_eq!(t, timer(BURST, true));
         assert_eq!(m.schedule().phase, Phase::Burst);
         // The burst: every reading goes out at once; those the daemon did
         // not take (it starts after the workers) do not count.
@@ -1271,7 +1289,7 @@ mod schedule_tests {
             let sent = sends(&read(&mut m, 200_000_000 + i));
             assert_eq!(sent.len(), 1);
             assert_eq!(deliver(&mut m, sent[0], false), ["sample"]);
-            tokio::time::advance(MS(125)).await;
+            tokio::time::advance(BURST).await;
         }
         for i in 0..BURST_READINGS {
             let a = read(&mut m, 200_000_000 + i64::from(i));
@@ -1289,7 +1307,7 @@ mod schedule_tests {
             } else {
                 assert_eq!(a.len(), 1, "{a:?}");
             }
-            tokio::time::advance(MS(125)).await;
+            tokio::time::advance(BURST).await;
         }
         // Settling: one datagram per second from four readings.
         assert_eq!(m.schedule().phase, Phase::Settle);
@@ -1345,7 +1363,45 @@ mod schedule_tests {
                 assert_eq!(a.last(), Some(&timer(MS(250), false)), "{a:?}");
             }
             deliver(&mut m, sent[0], false);
-            tokio::time::advance(MS(125)).await;
+            tokio::time::advance(BURST).await;
+        }
+        assert_eq!(m.schedule().phase, Phase::Steady);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_seen_in_the_burst_makes_it_go_on() {
+        let (mut m, _) = ready(&source(0, -2, true), -4);
+        let burst = |m: &mut WorkerMachine, offset: i64| {
+            let sent = sends(&read(m, offset));
+            assert_eq!(sent.len(), 1);
+            deliver(m, sent[0], true)
+        };
+        // Eight readings 200 ms off: the daemon steps after them.
+        for i in 0..8 {
+            assert_eq!(burst(&mut m, 200_000_000 + i), ["sample"]);
+            tokio::time::advance(BURST).await;
+        }
+        // The next reading is 200 ms nearer: the burst starts counting again
+        // (without it, two more readings would have ended it).
+        assert_eq!(burst(&mut m, 1_000), ["sample"]);
+        assert_eq!(m.schedule().left, Some(BURST_AFTER_STEP));
+        for i in 1..=BURST_AFTER_STEP {
+            tokio::time::advance(BURST).await;
+            assert_eq!(m.schedule().phase, Phase::Burst, "reading {i}");
+            let kinds = burst(&mut m, 1_000 + i64::from(i));
+            if i == BURST_AFTER_STEP {
+                assert_eq!(kinds, ["sample", "timer"]);
+            } else {
+                assert_eq!(kinds, ["sample"], "reading {i}");
+            }
+        }
+        assert_eq!(m.schedule().phase, Phase::Steady);
+        // Drift and slewing are no step: a burst without a step is not
+        // extended.
+        let (mut m, _) = ready(&source(0, -2, true), -4);
+        for i in 0..BURST_READINGS {
+            burst(&mut m, 200_000_000 + 1_000 * i64::from(i));
+            tokio::time::advance(BURST).await;
         }
         assert_eq!(m.schedule().phase, Phase::Steady);
     }
