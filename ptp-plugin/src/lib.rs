@@ -293,11 +293,9 @@ pub fn start<D: PhcDevice>(
         setup.kernel_tai,
     );
     reader.learn(&detection.first);
-    if detection.method.uses_readings() {
-        for _ in 0..PRECISION_BATCHES {
-            if let Ok(m) = reader.measure() {
-                measured.push(m);
-            }
+    for _ in 0..PRECISION_BATCHES {
+        if let Ok(m) = reader.measure() {
+            measured.push(m);
         }
     }
     let (precision_ns, delay_ns) = estimate_precision(detection.method, &measured);
@@ -511,11 +509,14 @@ mod tests {
 
     #[test]
     fn start_reports_method_device_clock_name_and_precision() {
-        // Detection batch slow (first call on the path), then two typical.
+        // Detection batch slow (first call on the path), then the typical
+        // ones of the precision estimate, then a sample's.
         let mut f = Fake::with_caps(false);
         f.extended.push_back(Ok(bracketed(10, 300_000, 5)));
-        f.extended.push_back(Ok(bracketed(10, 320, 5)));
-        f.extended.push_back(Ok(bracketed(10, 300, 5)));
+        for i in 0..PRECISION_BATCHES {
+            let delay = if i % 2 == 0 { 320 } else { 300 };
+            f.extended.push_back(Ok(bracketed(10, delay, 5)));
+        }
         f.extended.push_back(Ok(bracketed(10, 310, 5)));
         let (mut reader, caps) = start(
             f,
@@ -556,7 +557,7 @@ mod tests {
         };
         std::fs::write(&vmclock, page(1)).unwrap();
         let mut f = Fake::with_caps(true);
-        for _ in 0..8 {
+        for _ in 0..PRECISION_BATCHES + 5 {
             f.precise.push_back(Ok(precise_batch(1_000)));
         }
         let mut s = setup(TaiSource::None);
@@ -590,8 +591,10 @@ mod tests {
     #[test]
     fn start_with_precise_and_tai() {
         let mut f = Fake::with_caps(true);
-        f.precise
-            .push_back(Ok(precise_batch(37 * process::NS_PER_S + 4)));
+        for _ in 0..=PRECISION_BATCHES {
+            f.precise
+                .push_back(Ok(precise_batch(37 * process::NS_PER_S + 4)));
+        }
         f.precise
             .push_back(Ok(precise_batch(37 * process::NS_PER_S + 6)));
         let (mut reader, caps) = start(
@@ -629,10 +632,10 @@ mod tests {
     fn source_through_the_abi_boundary() {
         // The same panic-guarded wrapper a loaded plugin gets.
         let mut f = Fake::with_caps(false);
-        f.standard.push_back(Ok(bracketed(3, 600, 250)));
-        f.standard.push_back(Ok(bracketed(3, 600, 250)));
-        f.standard.push_back(Ok(bracketed(3, 600, 250)));
-        f.standard.push_back(Ok(bracketed(3, 600, 250)));
+        // Detection, the precision estimate's batches, one sample.
+        for _ in 0..PRECISION_BATCHES + 2 {
+            f.standard.push_back(Ok(bracketed(3, 600, 250)));
+        }
         f.standard.push_back(Err(Errno(libc::ENODEV)));
         let source = PtpSource::from_device(
             f,

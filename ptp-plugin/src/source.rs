@@ -14,8 +14,8 @@ pub const DETECT_ATTEMPTS: usize = 3;
 
 /// Extra batches read at init, after detection, to estimate the precision
 /// from typical rather than first-call delays (the first call on a new path
-/// can take much longer).
-pub const PRECISION_BATCHES: usize = 2;
+/// can take much longer) and from the scatter of their offsets.
+pub const PRECISION_BATCHES: usize = 8;
 
 /// A read method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,34 +207,92 @@ pub fn detect<D: PhcDevice>(
 }
 
 /// The precision estimate (ns) and the smallest read delay (ns) from the
-/// measurements taken at init.
+/// measurements taken at init (the detection batch first).
 ///
-/// Precision is one standard deviation of a sample's offset. A cross-timestamp
-/// claims the clock's resolution. For a bracketed read, the PHC was read
-/// somewhere inside the bracket; not knowing where, take its position as
-/// uniform over the bracket, whose standard deviation is delay / sqrt(12),
-/// with the batches' median minimum delay (so a slow first call on a new path
-/// does not set it). The per-sample error bound stays the full delay / 2.
+/// Precision is one standard deviation of a sample's offset, the larger of
+/// what the read path allows and what the clock showed:
+/// - the read path: a cross-timestamp claims the clock's resolution. For a
+///   bracketed read, the PHC was read somewhere inside the bracket; not
+///   knowing where, take its position as uniform over the bracket, whose
+///   standard deviation is delay / sqrt(12), with the batches' median
+///   minimum delay (so a slow first call on a new path does not set it);
+/// - the clock: the scatter of the measurements after the detection batch
+///   around their straight line ([`offset_scatter_ns`]), which sees noise
+///   no bracket shows (a device that timestamps with jitter).
+///
+/// The per-sample error bound stays the full delay / 2.
 pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64, u64) {
     let min_delay = measurements
         .iter()
         .map(|m| m.min_delay_ns)
         .min()
         .unwrap_or(0);
-    if method == Method::Precise || measurements.is_empty() {
-        return (crate::process::RESOLUTION_NS, min_delay);
-    }
     let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
     delays.sort_unstable();
-    let median = delays[delays.len() / 2];
+    let median = delays.get(delays.len() / 2).copied().unwrap_or(0);
+    // A batch whose every reading was disturbed (its smallest delay far
+    // above the others') is off by up to half that delay: no clock noise.
+    let typical: Vec<Measurement> = measurements
+        .iter()
+        .skip(1)
+        .filter(|m| {
+            m.min_delay_ns
+                <= median
+                    .saturating_mul(2)
+                    .saturating_add(crate::process::DELAY_SLACK_NS)
+        })
+        .copied()
+        .collect();
+    let scatter = offset_scatter_ns(&typical).unwrap_or(0);
+    if method == Method::Precise || measurements.is_empty() {
+        return (scatter.max(crate::process::RESOLUTION_NS), min_delay);
+    }
     // sqrt(12) = 3.4641; rounded to the nearest nanosecond.
     let sd = (u128::from(median) * 10_000 + 17_320) / 34_641;
     (
         u64::try_from(sd)
             .unwrap_or(u64::MAX)
+            .max(scatter)
             .max(crate::process::RESOLUTION_NS),
         min_delay,
     )
+}
+
+/// The standard deviation (ns, rounded) of the measurements' offsets
+/// around their least-squares line against system time (the clocks drift
+/// apart meanwhile), with n - 2 degrees of freedom; `None` for fewer than
+/// four measurements.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+// ns differences between batches a few ms apart; the result is small and >= 0
+pub fn offset_scatter_ns(measurements: &[Measurement]) -> Option<u64> {
+    let first = measurements.first()?;
+    if measurements.len() < 4 {
+        return None;
+    }
+    let n = measurements.len() as f64;
+    let points: Vec<(f64, f64)> = measurements
+        .iter()
+        .map(|m| {
+            (
+                (m.system_time_ns - first.system_time_ns) as f64,
+                (m.offset_ns - first.offset_ns) as f64,
+            )
+        })
+        .collect();
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_o = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let stt: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+    let sto: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_o)).sum();
+    let slope = if stt > 0.0 { sto / stt } else { 0.0 };
+    let residuals: f64 = points
+        .iter()
+        .map(|p| (p.1 - mean_o - slope * (p.0 - mean_t)).powi(2))
+        .sum();
+    Some((residuals / (n - 2.0)).sqrt().round() as u64)
 }
 
 /// Where TAI-UTC comes from, for a TAI clock.
@@ -803,5 +861,39 @@ pub(crate) mod tests {
         assert_eq!(estimate_precision(Method::Standard, &[m(2, 3)]), (1, 3));
         assert_eq!(estimate_precision(Method::Precise, &[m(1, 0)]), (1, 0));
         assert_eq!(estimate_precision(Method::Standard, &[]), (1, 0));
+    }
+
+    #[test]
+    fn precision_sees_the_clocks_own_scatter() {
+        // Offsets 1 us apart on alternate batches, 1 ms apart, on a line of
+        // 20 ppm: the drift is no noise, the alternation is.
+        let m = |i: i64, noise: i64| Measurement {
+            system_time_ns: T0 + i * 1_000_000,
+            offset_ns: 20 * i + noise,
+            error_ns: 150,
+            readings: 10,
+            min_delay_ns: 300,
+        };
+        let quiet: Vec<Measurement> = (0..9).map(|i| m(i, 0)).collect();
+        assert_eq!(offset_scatter_ns(&quiet[1..]), Some(0), "drift only");
+        assert_eq!(estimate_precision(Method::Extended, &quiet), (87, 300));
+        let noisy: Vec<Measurement> = (0..9)
+            .map(|i| m(i, if i % 2 == 0 { 500 } else { -500 }))
+            .collect();
+        let scatter = offset_scatter_ns(&noisy[1..]).unwrap();
+        assert!((500..600).contains(&scatter), "{scatter}");
+        assert_eq!(estimate_precision(Method::Extended, &noisy).0, scatter);
+        assert_eq!(estimate_precision(Method::Precise, &noisy).0, scatter);
+        // The detection batch (a slow first call) is left out, and three
+        // measurements say nothing.
+        let mut first_off = quiet.clone();
+        first_off[0].offset_ns += 100_000;
+        assert_eq!(estimate_precision(Method::Extended, &first_off), (87, 300));
+        assert_eq!(offset_scatter_ns(&noisy[..3]), None);
+        // So is a batch whose every reading was disturbed.
+        let mut slow = quiet.clone();
+        slow[4].min_delay_ns = 100_000;
+        slow[4].offset_ns += 40_000;
+        assert_eq!(estimate_precision(Method::Extended, &slow), (87, 300));
     }
 }
