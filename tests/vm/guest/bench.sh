@@ -116,7 +116,11 @@ run_one() {
 	done
 	reads1=$(cat $TC/reads)
 	kill "$TOOL_PID" 2>/dev/null; wait "$TOOL_PID" 2>/dev/null
-	grep -hv kalman /tmp/tool.log /tmp/host.log 2>/dev/null | tail -n 6 | sed "s/^/L $tool $method: /"
+	if [ "${BENCH_TRACE:-0}" = 1 ]; then
+		cat /tmp/tool.log /tmp/host.log 2>/dev/null | sed "s/^/L $tool $method: /"
+	else
+		grep -hv kalman /tmp/tool.log /tmp/host.log 2>/dev/null | tail -n 6 | sed "s/^/L $tool $method: /"
+	fi
 	res=$(awk -v secs="$BENCH_SECS" -v win="$BENCH_WINDOW" '
 	function sq(x, r, k) { if (x <= 0) return 0; r = x; for (k = 0; k < 100; k++) r = (r + x / r) / 2; return r }
 	function abs(x) { return x < 0 ? -x : x }
