@@ -25,9 +25,10 @@ pub const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 /// the workers.
 pub const BURST_READINGS: u32 = 10;
 /// When a burst reading shows that the daemon stepped the clock, the burst
-/// goes on for this many more delivered readings (a second at 62.5 ms): the
-/// daemon's filter restarts its frequency estimate from the step, and
-/// learns the clock's frequency error from them instead of from 1 s polls.
+/// goes on for this many more delivered readings (a second at 62.5 ms):
+/// ntpd-rs's filter starts from the mean offset of its first 8 measurements
+/// and no frequency, steps, and learns the clock's frequency error from the
+/// readings after the step, from these instead of from 1 s polls.
 pub const BURST_AFTER_STEP: u32 = 16;
 /// The burst ends after this many readings even if the daemon took fewer
 /// than it needs (half a minute at 62.5 ms: nobody is listening).
