@@ -42,7 +42,6 @@
 #include <linux/ptp_clock_kernel.h>
 #include <linux/timekeeping.h>
 #include <linux/spinlock.h>
-#include <linux/random.h>
 #include <linux/delay.h>
 #include <linux/jiffies.h>
 #include <linux/math64.h>
@@ -147,13 +146,27 @@ fail:
 	return -abs(fail_errno ? fail_errno : EIO);
 }
 
+/*
+ * Uniform noise in [-jitter_ns, +jitter_ns]; tc_lock held. A xorshift64*
+ * generator, a few instructions: the kernel's random source takes long
+ * under emulation, and drawn inside a reader's bracket that time moves the
+ * bracket's midpoint away from the clock's sample (a bias, not noise).
+ */
+static u64 jitter_state = 0x9e3779b97f4a7c15ULL;
+
 static s64 jitter(void)
 {
 	u32 j = READ_ONCE(jitter_ns);
+	u64 x;
 
 	if (!j)
 		return 0;
-	return (s64)get_random_u32_below(2 * j + 1) - j;
+	x = jitter_state;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	jitter_state = x;
+	return (s64)((x * 0x2545f4914f6cdd1dULL) >> 32) % (2 * (s64)j + 1) - j;
 }
 
 static void half_delay(void)
@@ -164,16 +177,16 @@ static void half_delay(void)
 		ndelay(d);
 }
 
-/* PHC time now */
+/* PHC time now, with its noise */
 static s64 read_phc(void)
 {
 	unsigned long flags;
 	s64 t;
 
 	spin_lock_irqsave(&tc_lock, flags);
-	t = phc_at(ktime_get_raw_ns());
+	t = phc_at(ktime_get_raw_ns()) + jitter();
 	spin_unlock_irqrestore(&tc_lock, flags);
-	return t + jitter();
+	return t;
 }
 
 static int tc_gettime64(struct ptp_clock_info *info, struct timespec64 *ts)
@@ -216,10 +229,10 @@ static int tc_getcrosststamp(struct ptp_clock_info *info,
 	half_delay();
 	ktime_get_snapshot(&snap);
 	spin_lock_irqsave(&tc_lock, flags);
-	t = phc_at(ktime_to_ns(snap.raw));
+	t = phc_at(ktime_to_ns(snap.raw)) + jitter();
 	spin_unlock_irqrestore(&tc_lock, flags);
 	half_delay();
-	xts->device = ns_to_ktime(t + jitter());
+	xts->device = ns_to_ktime(t);
 	xts->sys_realtime = snap.real;
 	xts->sys_monoraw = snap.raw;
 	return 0;
