@@ -55,7 +55,8 @@ use crate::error::PhcError;
 use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
 use crate::platform::{Platform, PlatformSources, ReferenceState, find_sources};
 use crate::source::{
-    PRECISION_BATCHES, Reader, TaiSource, detect, estimate_precision, kernel_tai_value,
+    PRECISION_BATCHES, Reader, TaiSource, clock_noise_ns, detect, estimate_precision,
+    kernel_tai_value,
 };
 use crate::sys::Phc;
 
@@ -299,6 +300,7 @@ pub fn start<D: PhcDevice>(
         }
     }
     let (precision_ns, delay_ns) = estimate_precision(detection.method, &measured);
+    reader.set_noise(clock_noise_ns(&measured));
     let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
     let readings = if detection.method.uses_readings() {
         config.readings

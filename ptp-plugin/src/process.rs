@@ -104,6 +104,16 @@ pub fn band_limit(min: i128) -> i128 {
     min + min / 8
 }
 
+/// The band's limit for a clock whose own timestamps scatter by `noise_ns`
+/// (one standard deviation; 0 for a clean clock): [`band_limit`], widened
+/// to every reading whose bracket spread (delay / sqrt(12)) is within that
+/// noise. Such a reading adds less uncertainty than the noise it averages
+/// away; on a noisy clock the band then holds most of the batch.
+pub fn noisy_band_limit(min: i128, noise_ns: u64) -> i128 {
+    // sqrt(12) = 3.4641
+    band_limit(min).max(i128::from(noise_ns) * 34_641 / 10_000)
+}
+
 /// Divides rounding half away from zero.
 fn div_round(n: i128, d: i128) -> i128 {
     let q = n / d;
@@ -111,8 +121,14 @@ fn div_round(n: i128, d: i128) -> i128 {
     if 2 * r.abs() >= d { q + n.signum() } else { q }
 }
 
-/// Reduces one raw batch to a measurement.
+/// Reduces one raw batch to a measurement (a clean clock's band).
 pub fn process(batch: &RawBatch) -> Result<Measurement, BatchError> {
+    process_with_noise(batch, 0)
+}
+
+/// Reduces one raw batch to a measurement, for a clock whose timestamps
+/// scatter by `noise_ns` ([`noisy_band_limit`]).
+pub fn process_with_noise(batch: &RawBatch, noise_ns: u64) -> Result<Measurement, BatchError> {
     match batch {
         RawBatch::Precise { phc, system } => {
             let invalid = |s: Stamp| BatchError::InvalidTimestamp {
@@ -130,7 +146,7 @@ pub fn process(batch: &RawBatch) -> Result<Measurement, BatchError> {
                 min_delay_ns: 0,
             })
         }
-        RawBatch::Bracketed(readings) => process_bracketed(readings),
+        RawBatch::Bracketed(readings) => process_bracketed(readings, noise_ns),
     }
 }
 
@@ -142,7 +158,10 @@ struct Reading {
     offset2: i128,
 }
 
-fn process_bracketed(brackets: &[crate::device::Bracket]) -> Result<Measurement, BatchError> {
+fn process_bracketed(
+    brackets: &[crate::device::Bracket],
+    noise_ns: u64,
+) -> Result<Measurement, BatchError> {
     if brackets.is_empty() {
         return Err(BatchError::NoReadings);
     }
@@ -173,7 +192,7 @@ fn process_bracketed(brackets: &[crate::device::Bracket]) -> Result<Measurement,
         });
     }
     let min = readings.iter().map(|r| r.delay).min().unwrap_or(0);
-    let limit = band_limit(min);
+    let limit = noisy_band_limit(min, noise_ns);
     let band: Vec<&Reading> = readings.iter().filter(|r| r.delay <= limit).collect();
     let count = band.len() as i128;
     let widest = band.iter().map(|r| r.delay).max().unwrap_or(min);
@@ -332,6 +351,24 @@ mod tests {
         assert_eq!(m.error_ns, 425, "half the widest delay in the band");
         assert_eq!(m.min_delay_ns, 800);
         assert_eq!(m.system_time_ns, T0 + (400 + 5425) / 2 + 1);
+    }
+
+    #[test]
+    fn a_noisy_clock_widens_the_band() {
+        // Delays 300, 600, 900 ns; offsets 0, +100, -100 ns around the truth.
+        let batch = RawBatch::Bracketed(vec![
+            br(T0, T0 + 150, T0 + 300),
+            br(T0, T0 + 400, T0 + 600),
+            br(T0, T0 + 350, T0 + 900),
+        ]);
+        assert_eq!(process(&batch).unwrap().readings, 1, "clean: the best only");
+        assert_eq!(noisy_band_limit(300, 0), 337);
+        assert_eq!(noisy_band_limit(300, 200), 692);
+        let m = process_with_noise(&batch, 200).unwrap();
+        assert_eq!((m.readings, m.offset_ns), (2, 50));
+        assert_eq!(m.error_ns, 300, "half the widest delay in the band");
+        let m = process_with_noise(&batch, 300).unwrap();
+        assert_eq!((m.readings, m.offset_ns), (3, 0));
     }
 
     #[test]

@@ -5,7 +5,9 @@ use ntpd_plugin_api::{ReadMethod, Sample};
 
 use crate::device::{Caps, Errno, ErrnoClass, PhcDevice, RawBatch};
 use crate::error::PhcError;
-use crate::process::{BatchError, DelayFilter, Measurement, process, to_utc_offset};
+use crate::process::{
+    BatchError, DelayFilter, Measurement, process, process_with_noise, to_utc_offset,
+};
 
 /// Attempts per request when the device says "try again" (EINTR, EAGAIN,
 /// EBUSY, ETIMEDOUT) or a batch is spoiled (negative delay) during
@@ -227,26 +229,13 @@ pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64,
         .map(|m| m.min_delay_ns)
         .min()
         .unwrap_or(0);
-    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
-    delays.sort_unstable();
-    let median = delays.get(delays.len() / 2).copied().unwrap_or(0);
-    // A batch whose every reading was disturbed (its smallest delay far
-    // above the others') is off by up to half that delay: no clock noise.
-    let typical: Vec<Measurement> = measurements
-        .iter()
-        .skip(1)
-        .filter(|m| {
-            m.min_delay_ns
-                <= median
-                    .saturating_mul(2)
-                    .saturating_add(crate::process::DELAY_SLACK_NS)
-        })
-        .copied()
-        .collect();
-    let scatter = offset_scatter_ns(&typical).unwrap_or(0);
+    let scatter = clock_noise_ns(measurements);
     if method == Method::Precise || measurements.is_empty() {
         return (scatter.max(crate::process::RESOLUTION_NS), min_delay);
     }
+    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
+    delays.sort_unstable();
+    let median = delays[delays.len() / 2];
     // sqrt(12) = 3.4641; rounded to the nearest nanosecond.
     let sd = (u128::from(median) * 10_000 + 17_320) / 34_641;
     (
@@ -256,6 +245,29 @@ pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64,
             .max(crate::process::RESOLUTION_NS),
         min_delay,
     )
+}
+
+/// The clock's own noise (ns) in the measurements taken at init (the
+/// detection batch first): the scatter of the others around their line,
+/// leaving out a batch whose every reading was disturbed (its smallest
+/// delay over twice the median plus [`crate::process::DELAY_SLACK_NS`]: it
+/// is off by up to half that delay, which is no clock noise); 0 when too few.
+pub fn clock_noise_ns(measurements: &[Measurement]) -> u64 {
+    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
+    delays.sort_unstable();
+    let Some(&median) = delays.get(delays.len() / 2) else {
+        return 0;
+    };
+    let limit = median
+        .saturating_mul(2)
+        .saturating_add(crate::process::DELAY_SLACK_NS);
+    let typical: Vec<Measurement> = measurements
+        .iter()
+        .skip(1)
+        .filter(|m| m.min_delay_ns <= limit)
+        .copied()
+        .collect();
+    offset_scatter_ns(&typical).unwrap_or(0)
 }
 
 /// The standard deviation (ns, rounded) of the measurements' offsets
@@ -333,6 +345,8 @@ pub struct Reader<D: PhcDevice> {
     correction_ns: i64,
     kernel_tai: KernelTai,
     delays: DelayFilter,
+    /// The clock's own noise measured at init, ns (widens the band).
+    noise_ns: u64,
 }
 
 impl<D: PhcDevice> Reader<D> {
@@ -355,7 +369,15 @@ impl<D: PhcDevice> Reader<D> {
             correction_ns,
             kernel_tai,
             delays: DelayFilter::new(),
+            noise_ns: 0,
         }
+    }
+
+    /// Sets the clock's own noise, ns ([`clock_noise_ns`]): later batches
+    /// average every reading whose bracket is within it
+    /// ([`crate::process::noisy_band_limit`]).
+    pub fn set_noise(&mut self, noise_ns: u64) {
+        self.noise_ns = noise_ns;
     }
 
     /// Feeds a measurement taken outside [`Reader::measure`] (the detection
@@ -380,7 +402,7 @@ impl<D: PhcDevice> Reader<D> {
             label: self.label.clone(),
             source,
         };
-        let m = process(&batch).map_err(spoiled)?;
+        let m = process_with_noise(&batch, self.noise_ns).map_err(spoiled)?;
         if self.method.uses_readings() {
             self.delays.check(m.min_delay_ns).map_err(spoiled)?;
         }
