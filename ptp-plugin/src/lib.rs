@@ -299,8 +299,21 @@ pub fn start<D: PhcDevice>(
             measured.push(m);
         }
     }
-    let (precision_ns, delay_ns) = estimate_precision(detection.method, &measured);
-    reader.set_noise(clock_noise_ns(&measured));
+    let mut estimate = estimate_precision(detection.method, &measured);
+    let noise = clock_noise_ns(&measured);
+    if noise > 0 && detection.method.uses_readings() {
+        // From now on a batch averages the band this noise widens, so its
+        // samples scatter less: measure that scatter for the precision.
+        reader.set_noise(noise);
+        let mut again = vec![detection.first];
+        for _ in 0..PRECISION_BATCHES {
+            if let Ok(m) = reader.measure() {
+                again.push(m);
+            }
+        }
+        estimate = estimate_precision(detection.method, &again);
+    }
+    let (precision_ns, delay_ns) = estimate;
     let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
     let readings = if detection.method.uses_readings() {
         config.readings
@@ -389,8 +402,10 @@ export_plugin!(PtpPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::{Bracket, RawBatch};
     use crate::locate::tests::Scratch;
-    use crate::source::tests::{Fake, bracketed, precise_batch};
+    use crate::process::Measurement;
+    use crate::source::tests::{Fake, bracketed, precise_batch, st};
     use ntpd_plugin_api::{ErrorKind, ReadMethod};
 
     fn init(json: &str) -> Result<PtpSource, PluginError> {
@@ -588,6 +603,68 @@ mod tests {
         // An unreadable bound is left out, not an error.
         std::fs::remove_file(&ena).unwrap();
         assert_eq!(src.sample().unwrap().reference_error_ns, 0);
+    }
+
+    #[test]
+    fn a_noisy_clock_is_measured_twice_and_reports_the_wider_bands_scatter() {
+        // Batches of three readings, delays 300, 600 and 900 ns: the first
+        // read on the offset, the others 100 ns apart around it. The first
+        // round alternates by +-500 ns (the lowest-delay band only), the
+        // second by +-200 ns (the band the first round's noise widened).
+        let batch = |offset: i64| {
+            let read = |i: i64, delay: i64, off: i64| {
+                let before = 1_800_000_000_000_000_000 + i * 10_000;
+                Bracket {
+                    before: st(before),
+                    phc: st(before + delay / 2 + off),
+                    after: st(before + delay),
+                }
+            };
+            Ok(RawBatch::Bracketed(vec![
+                read(0, 300, offset),
+                read(1, 600, offset + 100),
+                read(2, 900, offset - 100),
+            ]))
+        };
+        let mut f = Fake::with_caps(false);
+        f.extended.push_back(batch(0));
+        for i in 0..PRECISION_BATCHES {
+            f.extended
+                .push_back(batch(if i % 2 == 0 { 500 } else { -500 }));
+        }
+        for i in 0..PRECISION_BATCHES {
+            f.extended
+                .push_back(batch(if i % 2 == 0 { 200 } else { -200 }));
+        }
+        f.extended.push_back(batch(0));
+        let (mut reader, caps) = start(
+            f,
+            &config(r#"{"device": "/dev/ptp_kvm"}"#),
+            &setup(TaiSource::None),
+        )
+        .unwrap();
+        let round = |a: i64| {
+            let m = |i: usize| Measurement {
+                system_time_ns: 1_800_000_000_000_000_000,
+                offset_ns: if i % 2 == 0 { a } else { -a },
+                error_ns: 1,
+                readings: 1,
+                min_delay_ns: 300,
+            };
+            crate::source::offset_scatter_ns(&(0..PRECISION_BATCHES).map(m).collect::<Vec<_>>())
+                .unwrap()
+        };
+        assert_eq!(
+            u64::from(caps.precision_ns),
+            round(200),
+            "the second round's scatter"
+        );
+        // Later samples average the whole widened band: all three reads.
+        assert_eq!(reader.sample().unwrap().readings, 3);
+        assert!(
+            round(500) * 34_641 / 10_000 > 900,
+            "the band holds the 900 ns read"
+        );
     }
 
     #[test]
