@@ -405,6 +405,7 @@ mod tests {
     use crate::device::{Bracket, RawBatch};
     use crate::locate::tests::Scratch;
     use crate::process::Measurement;
+    use crate::source::offset_scatter_ns;
     use crate::source::tests::{Fake, bracketed, precise_batch, st};
     use ntpd_plugin_api::{ErrorKind, ReadMethod};
 
@@ -646,19 +647,14 @@ mod tests {
         let round = |a: i64| {
             let m = |i: usize| Measurement {
                 system_time_ns: 1_800_000_000_000_000_000,
-                offset_ns: if i % 2 == 0 { a } else { -a },
+                offset_ns: if i.is_multiple_of(2) { a } else { -a },
                 error_ns: 1,
                 readings: 1,
                 min_delay_ns: 300,
             };
-            crate::source::offset_scatter_ns(&(0..PRECISION_BATCHES).map(m).collect::<Vec<_>>())
-                .unwrap()
+            offset_scatter_ns(&(0..PRECISION_BATCHES).map(m).collect::<Vec<_>>()).unwrap()
         };
-        assert_eq!(
-            u64::from(caps.precision_ns),
-            round(200),
-            "the second round's scatter"
-        );
+        assert_eq!(caps.precision_ns, round(200), "the second round's scatter");
         // Later samples average the whole widened band: all three reads.
         assert_eq!(reader.sample().unwrap().readings, 3);
         assert!(
