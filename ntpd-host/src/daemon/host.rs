@@ -325,6 +325,11 @@ struct Readiness {
 /// their estimates, the derived config, the status socket.
 async fn start_run(args: &HostArgs, running: &mut Running) -> Result<Started, HostError> {
     let cfg = load_config(&args.config)?;
+    tracing::info!(
+        "starting {} plugin source(s) from {}",
+        cfg.plugins.len(),
+        args.config.display()
+    );
     let (identity, owners) = prepare(args, &cfg)?;
     rundir::sources_dir(&args.runtime_dir, owners)?;
 
