@@ -118,6 +118,8 @@ run_one() {
 	kill "$TOOL_PID" 2>/dev/null; wait "$TOOL_PID" 2>/dev/null
 	if [ "${BENCH_TRACE:-0}" = 1 ]; then
 		cat /tmp/tool.log /tmp/host.log 2>/dev/null | sed "s/^/L $tool $method: /"
+		[ "$tool" = ntpd-host ] && grep -h precision /run/ntpd-host/ntp.toml 2>/dev/null |
+			sed "s/^/L $tool $method: derived: /"
 	else
 		grep -hv kalman /tmp/tool.log /tmp/host.log 2>/dev/null | tail -n 6 | sed "s/^/L $tool $method: /"
 	fi
