@@ -55,8 +55,8 @@ use crate::error::PhcError;
 use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
 use crate::platform::{Platform, PlatformSources, ReferenceState, find_sources};
 use crate::source::{
-    PRECISION_BATCHES, Reader, TaiSource, clock_noise_ns, detect, estimate_precision,
-    kernel_tai_value,
+    PRECISION_BATCHES, Reader, TaiSource, detect, estimate_precision, kernel_tai_value,
+    widened_noise_ns,
 };
 use crate::sys::Phc;
 
@@ -300,8 +300,8 @@ pub fn start<D: PhcDevice>(
         }
     }
     let mut estimate = estimate_precision(detection.method, &measured);
-    let noise = clock_noise_ns(&measured);
-    if noise > 0 && detection.method.uses_readings() {
+    let noise = widened_noise_ns(detection.method, &measured);
+    if let Some(noise) = noise {
         // From now on a batch averages the band this noise widens, so its
         // samples scatter less: measure that scatter for the precision.
         reader.set_noise(noise);
@@ -331,7 +331,14 @@ pub fn start<D: PhcDevice>(
         method.request()
     );
     if method.uses_readings() {
-        description.push_str(&format!(" x{readings}, best read delay {delay_ns} ns"));
+        description.push_str(&format!(
+            " x{readings}, best read delay {delay_ns} ns, precision {precision_ns} ns"
+        ));
+        if let Some(noise) = noise {
+            description.push_str(&format!(
+                " (timestamp noise {noise} ns: readings averaged within it)"
+            ));
+        }
     } else {
         description.push_str(" (hardware cross-timestamp)");
     }

@@ -230,21 +230,56 @@ pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64,
         .min()
         .unwrap_or(0);
     let scatter = clock_noise_ns(measurements);
-    if method == Method::Precise || measurements.is_empty() {
-        return (scatter.max(crate::process::RESOLUTION_NS), min_delay);
-    }
-    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
-    delays.sort_unstable();
-    let median = delays[delays.len() / 2];
-    // sqrt(12) = 3.4641; rounded to the nearest nanosecond.
-    let sd = (u128::from(median) * 10_000 + 17_320) / 34_641;
     (
-        u64::try_from(sd)
-            .unwrap_or(u64::MAX)
+        read_path_ns(method, measurements)
             .max(scatter)
             .max(crate::process::RESOLUTION_NS),
         min_delay,
     )
+}
+
+/// The median of the measurements' smallest read delays, ns (0 for none).
+fn median_delay_ns(measurements: &[Measurement]) -> u64 {
+    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
+    delays.sort_unstable();
+    delays.get(delays.len() / 2).copied().unwrap_or(0)
+}
+
+/// The spread the read path allows, one standard deviation, ns: 0 for a
+/// cross-timestamp; for a bracketed read the median minimum delay /
+/// sqrt(12) (a read anywhere in its bracket, uniformly).
+pub fn read_path_ns(method: Method, measurements: &[Measurement]) -> u64 {
+    if method == Method::Precise {
+        return 0;
+    }
+    // sqrt(12) = 3.4641; rounded to the nearest nanosecond.
+    let sd = (u128::from(median_delay_ns(measurements)) * 10_000 + 17_320) / 34_641;
+    u64::try_from(sd).unwrap_or(u64::MAX)
+}
+
+/// The timestamp noise the brackets do not explain, ns, when it is large
+/// enough to widen the band ([`crate::process::noisy_band_limit`]) of a
+/// bracketed read; `None` otherwise. The scatter of the measurements
+/// ([`clock_noise_ns`]) holds the read path's own spread
+/// ([`read_path_ns`]) and the clock's: the clock's is what is left,
+/// sqrt(scatter^2 - path^2). Read-path noise alone (disturbed reads) must
+/// not widen the band: that is what the band keeps out.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+// ns values far below 2^52; the result is >= 0
+pub fn widened_noise_ns(method: Method, measurements: &[Measurement]) -> Option<u64> {
+    if !method.uses_readings() {
+        return None;
+    }
+    let scatter = clock_noise_ns(measurements) as f64;
+    let path = read_path_ns(method, measurements) as f64;
+    let noise = (scatter * scatter - path * path).max(0.0).sqrt().round() as u64;
+    let median = i128::from(median_delay_ns(measurements));
+    (crate::process::noisy_band_limit(median, noise) > crate::process::band_limit(median))
+        .then_some(noise)
 }
 
 /// The clock's own noise (ns) in the measurements taken at init (the
@@ -906,6 +941,16 @@ pub(crate) mod tests {
         assert!((500..600).contains(&scatter), "{scatter}");
         assert_eq!(estimate_precision(Method::Extended, &noisy).0, scatter);
         assert_eq!(estimate_precision(Method::Precise, &noisy).0, scatter);
+        // Only noise beyond the read path's widens the band: 1 us apart
+        // on 300 ns brackets does, 200 ns does not (87 ns is the path's).
+        let noise = widened_noise_ns(Method::Extended, &noisy).unwrap();
+        assert_eq!(noise, (scatter * scatter - 87 * 87).isqrt());
+        let mild: Vec<Measurement> = (0..9)
+            .map(|i| m(i, if i % 2 == 0 { 100 } else { -100 }))
+            .collect();
+        assert!(offset_scatter_ns(&mild[1..]).unwrap() > 87);
+        assert_eq!(widened_noise_ns(Method::Extended, &mild), None);
+        assert_eq!(widened_noise_ns(Method::Precise, &noisy), None);
         // The detection batch (a slow first call) is left out, and three
         // measurements say nothing.
         let mut first_off = quiet.clone();
