@@ -56,7 +56,7 @@ use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
 use crate::platform::{Platform, PlatformSources, ReferenceState, find_sources};
 use crate::source::{
     PRECISION_BATCHES, Reader, TaiSource, detect, estimate_precision, kernel_tai_value,
-    widened_noise_ns,
+    widened_noise_ns, widened_precision,
 };
 use crate::sys::Phc;
 
@@ -311,7 +311,7 @@ pub fn start<D: PhcDevice>(
                 again.push(m);
             }
         }
-        estimate = estimate_precision(detection.method, &again);
+        estimate = widened_precision(detection.method, &again);
     }
     let (precision_ns, delay_ns) = estimate;
     let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());

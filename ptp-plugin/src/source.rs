@@ -211,16 +211,14 @@ pub fn detect<D: PhcDevice>(
 /// The precision estimate (ns) and the smallest read delay (ns) from the
 /// measurements taken at init (the detection batch first).
 ///
-/// Precision is one standard deviation of a sample's offset, the larger of
-/// what the read path allows and what the clock showed:
-/// - the read path: a cross-timestamp claims the clock's resolution. For a
-///   bracketed read, the PHC was read somewhere inside the bracket; not
-///   knowing where, take its position as uniform over the bracket, whose
-///   standard deviation is delay / sqrt(12), with the batches' median
-///   minimum delay (so a slow first call on a new path does not set it);
-/// - the clock: the scatter of the measurements after the detection batch
-///   around their straight line ([`offset_scatter_ns`]), which sees noise
-///   no bracket shows (a device that timestamps with jitter).
+/// Precision is one standard deviation of a sample's offset:
+/// - a cross-timestamp: the scatter of the measurements after the detection
+///   batch around their straight line ([`clock_noise_ns`]), at least the
+///   clock's resolution;
+/// - a bracketed read: the read path's spread ([`read_path_ns`]). Its
+///   scatter holds that spread and any noise of the clock's own: when that
+///   noise is beyond what the brackets explain, [`widened_noise_ns`] widens
+///   the band and [`widened_precision`] measures again.
 ///
 /// The per-sample error bound stays the full delay / 2.
 pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64, u64) {
@@ -229,13 +227,20 @@ pub fn estimate_precision(method: Method, measurements: &[Measurement]) -> (u64,
         .map(|m| m.min_delay_ns)
         .min()
         .unwrap_or(0);
-    let scatter = clock_noise_ns(measurements);
-    (
+    let precision = if method.uses_readings() {
         read_path_ns(method, measurements)
-            .max(scatter)
-            .max(crate::process::RESOLUTION_NS),
-        min_delay,
-    )
+    } else {
+        clock_noise_ns(measurements)
+    };
+    (precision.max(crate::process::RESOLUTION_NS), min_delay)
+}
+
+/// The precision (ns) and the smallest read delay (ns) from measurements
+/// taken with the band widened by the clock's noise: the larger of the read
+/// path's spread and their scatter.
+pub fn widened_precision(method: Method, measurements: &[Measurement]) -> (u64, u64) {
+    let (path, min_delay) = estimate_precision(method, measurements);
+    (path.max(clock_noise_ns(measurements)), min_delay)
 }
 
 /// The median of the measurements' smallest read delays, ns (0 for none).
@@ -934,12 +939,16 @@ pub(crate) mod tests {
         let quiet: Vec<Measurement> = (0..9).map(|i| m(i, 0)).collect();
         assert_eq!(offset_scatter_ns(&quiet[1..]), Some(0), "drift only");
         assert_eq!(estimate_precision(Method::Extended, &quiet), (87, 300));
+        assert_eq!(widened_precision(Method::Extended, &quiet), (87, 300));
         let noisy: Vec<Measurement> = (0..9)
             .map(|i| m(i, if i % 2 == 0 { 500 } else { -500 }))
             .collect();
         let scatter = offset_scatter_ns(&noisy[1..]).unwrap();
         assert!((500..600).contains(&scatter), "{scatter}");
-        assert_eq!(estimate_precision(Method::Extended, &noisy).0, scatter);
+        // A bracketed read reports its path's spread until the band is
+        // widened; a cross-timestamp reports the scatter.
+        assert_eq!(estimate_precision(Method::Extended, &noisy).0, 87);
+        assert_eq!(widened_precision(Method::Extended, &noisy).0, scatter);
         assert_eq!(estimate_precision(Method::Precise, &noisy).0, scatter);
         // Only noise beyond the read path's widens the band: 1 us apart
         // on 300 ns brackets does, 200 ns does not (87 ns is the path's).
