@@ -27,14 +27,6 @@ pub const MAX_READINGS: u32 = 25;
 /// second, far below its limit at the fastest poll (2 per second).
 pub const DEFAULT_READINGS: u32 = 10;
 
-/// Readings per sample unless configured, on a clock whose own timestamps
-/// scatter beyond what its brackets explain (measured at start): there the
-/// band holds most readings and averaging them is what reduces the noise,
-/// by the square root of their number, so the plugin takes the most one
-/// request can return. At the default `reading-interval` (4 requests a
-/// second) that is 100 reads a second.
-pub const NOISY_READINGS: u32 = MAX_READINGS;
-
 /// Largest `offset` accepted, seconds: a fixed correction is small; a
 /// value beyond a day is a typo.
 pub const MAX_OFFSET_S: f64 = 86_400.0;
@@ -87,10 +79,8 @@ pub struct Config {
     pub locator: Locator,
     /// The read method `method` forces; `None` detects it (`auto`).
     pub method: Option<Method>,
-    /// Readings per extended/standard request, 1..=25, as configured;
-    /// `None`: [`DEFAULT_READINGS`], or [`NOISY_READINGS`] on a clock with
-    /// timestamp noise of its own.
-    pub readings: Option<u32>,
+    /// Readings per extended/standard request, 1..=25.
+    pub readings: u32,
     /// The PHC's time scale.
     pub timescale: Timescale,
     /// Fixed correction added to every offset, ns.
@@ -301,7 +291,7 @@ impl TryFrom<ConfigToml> for Config {
         Ok(Config {
             locator,
             method: raw.method.and_then(|m| m.0),
-            readings: raw.readings.map(|r| r.0),
+            readings: raw.readings.map_or(DEFAULT_READINGS, |r| r.0),
             timescale,
             offset_ns: raw.offset.map_or(0, |o| o.0),
         })
@@ -325,7 +315,7 @@ mod tests {
             Config {
                 locator: Locator::Device("/dev/ptp0".into()),
                 method: None,
-                readings: None,
+                readings: DEFAULT_READINGS,
                 timescale: Timescale::Utc,
                 offset_ns: 0,
             }
@@ -341,7 +331,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.locator, Locator::Interface("enp1s0".into()));
         assert_eq!(c.method, Some(Method::Extended));
-        assert_eq!(c.readings, Some(25));
+        assert_eq!(c.readings, 25);
         assert_eq!(c.timescale, Timescale::Tai(Some(37)));
         assert_eq!(c.offset_ns, -1500);
         let c =
@@ -352,7 +342,7 @@ mod tests {
         let c =
             parse(r#"{"device": "/dev/ptp_kvm", "method": "standard", "readings": 1}"#).unwrap();
         assert_eq!(c.method, Some(Method::Standard));
-        assert_eq!(c.readings, Some(1));
+        assert_eq!(c.readings, 1);
     }
 
     #[test]

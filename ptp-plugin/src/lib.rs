@@ -49,7 +49,7 @@ use ntpd_plugin_api::{
 };
 use serde_json::json;
 
-use crate::config::{Config, ConfigToml, DEFAULT_READINGS, NOISY_READINGS, Timescale};
+use crate::config::{Config, ConfigToml, Timescale};
 use crate::device::{Errno, ErrnoClass, PhcDevice};
 use crate::error::PhcError;
 use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
@@ -282,14 +282,13 @@ pub fn start<D: PhcDevice>(
     let label = &setup.label;
     let tai = setup.tai;
     let entry = &setup.entry;
-    let readings = config.readings.unwrap_or(DEFAULT_READINGS);
-    let detection = detect(&mut dev, label, config.method, readings)?;
+    let detection = detect(&mut dev, label, config.method, config.readings)?;
     let mut measured = vec![detection.first];
     let mut reader = Reader::new(
         dev,
         label.clone(),
         detection.method,
-        readings,
+        config.readings,
         tai,
         config.offset_ns,
         setup.kernel_tai,
@@ -306,11 +305,6 @@ pub fn start<D: PhcDevice>(
         // From now on a batch averages the band this noise widens, so its
         // samples scatter less: measure that scatter for the precision.
         reader.set_noise(noise);
-        if config.readings.is_none() {
-            // Averaging is what reduces this noise: read as many as one
-            // request returns (the user's `readings` wins).
-            reader.set_readings(NOISY_READINGS);
-        }
         let mut again = vec![detection.first];
         for _ in 0..PRECISION_BATCHES {
             if let Ok(m) = reader.measure() {
@@ -322,7 +316,7 @@ pub fn start<D: PhcDevice>(
     let (precision_ns, delay_ns) = estimate;
     let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
     let readings = if detection.method.uses_readings() {
-        reader.readings()
+        config.readings
     } else {
         1
     };
@@ -619,12 +613,12 @@ mod tests {
         assert_eq!(src.sample().unwrap().reference_error_ns, 0);
     }
 
-    /// A clock whose own timestamps are noisy: batches of three readings,
-    /// delays 300, 600 and 900 ns, the first read on the offset, the others
-    /// 100 ns apart around it. The first round after the detection batch
-    /// alternates by +-500 ns (the lowest-delay band only), the second by
-    /// +-200 ns (the band the first round's noise widened).
-    fn noisy_clock() -> Fake {
+    #[test]
+    fn a_noisy_clock_is_measured_twice_and_reports_the_wider_bands_scatter() {
+        // Batches of three readings, delays 300, 600 and 900 ns: the first
+        // read on the offset, the others 100 ns apart around it. The first
+        // round alternates by +-500 ns (the lowest-delay band only), the
+        // second by +-200 ns (the band the first round's noise widened).
         let batch = |offset: i64| {
             let read = |i: i64, delay: i64, off: i64| {
                 let before = 1_800_000_000_000_000_000 + i * 10_000;
@@ -651,13 +645,8 @@ mod tests {
                 .push_back(batch(if i % 2 == 0 { 200 } else { -200 }));
         }
         f.extended.push_back(batch(0));
-        f
-    }
-
-    #[test]
-    fn a_noisy_clock_is_measured_twice_and_reports_the_wider_bands_scatter() {
         let (mut reader, caps) = start(
-            noisy_clock(),
+            f,
             &config(r#"{"device": "/dev/ptp_kvm"}"#),
             &setup(TaiSource::None),
         )
@@ -678,60 +667,6 @@ mod tests {
         assert!(
             round(500) * 34_641 / 10_000 > 900,
             "the band holds the 900 ns read"
-        );
-    }
-
-    #[test]
-    fn a_noisy_clock_is_read_with_the_most_readings_unless_configured() {
-        let calls = |reader: &Reader<Fake>| reader.device().calls.clone();
-        let (reader, caps) = start(
-            noisy_clock(),
-            &config(r#"{"device": "/dev/ptp_kvm"}"#),
-            &setup(TaiSource::None),
-        )
-        .unwrap();
-        let c = calls(&reader);
-        let want = |n: u32| format!("extended({n})");
-        // Detection and the first round with the default, the second round
-        // (the precision) with the most one request returns.
-        let first = 1 + PRECISION_BATCHES;
-        assert!(c.iter().filter(|x| x.starts_with("extended")).count() > first);
-        let reads: Vec<&String> = c.iter().filter(|x| x.starts_with("extended")).collect();
-        assert!(
-            reads[..first].iter().all(|x| **x == want(DEFAULT_READINGS)),
-            "{c:?}"
-        );
-        assert!(
-            reads[first..].iter().all(|x| **x == want(NOISY_READINGS)),
-            "{c:?}"
-        );
-        assert_eq!(reader.readings(), NOISY_READINGS);
-        assert_eq!(extensions(&caps)["readings"], NOISY_READINGS);
-        assert!(
-            caps.description.contains(&format!("x{NOISY_READINGS}")),
-            "{}",
-            caps.description
-        );
-
-        // The user's `readings` wins.
-        let (reader, caps) = start(
-            noisy_clock(),
-            &config(r#"{"device": "/dev/ptp_kvm", "readings": 3}"#),
-            &setup(TaiSource::None),
-        )
-        .unwrap();
-        let c = calls(&reader);
-        assert!(
-            c.iter()
-                .filter(|x| x.starts_with("extended"))
-                .all(|x| *x == want(3)),
-            "{c:?}"
-        );
-        assert_eq!(extensions(&caps)["readings"], 3);
-        assert!(
-            caps.description.contains("timestamp noise"),
-            "{}",
-            caps.description
         );
     }
 

@@ -420,22 +420,6 @@ impl<D: PhcDevice> Reader<D> {
         self.noise_ns = noise_ns;
     }
 
-    /// Sets the readings per extended/standard request from now on.
-    pub fn set_readings(&mut self, readings: u32) {
-        self.readings = readings;
-    }
-
-    /// The readings per extended/standard request.
-    pub fn readings(&self) -> u32 {
-        self.readings
-    }
-
-    /// The device, for tests to look at what was asked of it.
-    #[cfg(test)]
-    pub(crate) fn device(&self) -> &D {
-        &self.dev
-    }
-
     /// Feeds a measurement taken outside [`Reader::measure`] (the detection
     /// batch) to the delay filter's history.
     pub fn learn(&mut self, m: &Measurement) {
