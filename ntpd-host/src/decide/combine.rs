@@ -11,7 +11,11 @@
 //! interrupt between the timestamps) moves neither the slope nor the
 //! median. A step of the system clock between readings (the daemon steps
 //! large offsets) splits them into two time bases: only the readings after
-//! the last such jump are used.
+//! the last such jump are used. When a poll has more than
+//! [`SELECT_ABOVE`] readings (a long poll interval), only the least
+//! disturbed take part ([`least_disturbed`]): a reading's error bound is
+//! its read delay, and the readings with the shortest delays are the ones
+//! least moved by what happened during the read.
 
 use ntpd_plugin_api::Sample;
 
@@ -21,6 +25,43 @@ pub const JUMP_FLOOR_NS: i64 = 1_000_000;
 /// The fastest the offset can drift, ppm: ntpd-rs slews at no more than
 /// 200 ppm and a clock's own error is far below the rest.
 pub const JUMP_RATE_PPM: i64 = 500;
+
+/// With at most this many readings in a poll all are used (at the default
+/// four readings per 1 s poll nothing is left out); with more, only the
+/// least disturbed ([`least_disturbed`]), when at least this many are.
+pub const SELECT_ABOVE: usize = 4;
+
+/// A reading is among the least disturbed when its error bound is at most
+/// this many halves of the poll's smallest bound (1.5 times it).
+pub const DISTURBED_HALVES: u64 = 3;
+
+/// The readings (in the order taken) whose error bound is within
+/// [`DISTURBED_HALVES`] halves of the smallest, when there are more than
+/// [`SELECT_ABOVE`] readings and at least that many such readings; all of
+/// them otherwise. The error bound of a bracketed read is half its delay,
+/// so this keeps the reads whose brackets were the narrowest in the whole
+/// poll: an interrupt or a busy bus during a read widens its bracket and
+/// moves its offset. Readings that all share one bound (a cross-timestamp,
+/// a plugin with a fixed bound) are all kept.
+pub fn least_disturbed(readings: &[Sample]) -> Vec<Sample> {
+    let Some(min) = readings.iter().map(|r| r.error_ns).min() else {
+        return Vec::new();
+    };
+    if readings.len() <= SELECT_ABOVE {
+        return readings.to_vec();
+    }
+    let limit = min.saturating_mul(DISTURBED_HALVES) / 2;
+    let kept: Vec<Sample> = readings
+        .iter()
+        .filter(|r| r.error_ns <= limit)
+        .copied()
+        .collect();
+    if kept.len() < SELECT_ABOVE {
+        readings.to_vec()
+    } else {
+        kept
+    }
+}
 
 /// Whether the offset changed between `a` and `b` more than drift and
 /// slewing can explain: the system clock was stepped between them.
@@ -67,7 +108,8 @@ pub fn theil_sen_slope(readings: &[Sample]) -> f64 {
 }
 
 /// One sample from the readings of a poll interval, in the order taken;
-/// `None` for no readings.
+/// `None` for no readings. The readings used are those since the last step
+/// of the system clock, of them the least disturbed ([`least_disturbed`]).
 ///
 /// - `system_time_ns`, `leap`, `reference_error_ns`, `flags`: the last
 ///   reading's (the datagram is sent right after it);
@@ -84,11 +126,11 @@ pub fn combine(readings: &[Sample]) -> Option<Sample> {
         .windows(2)
         .rposition(|w| is_jump(&w[0], &w[1]))
         .map_or(0, |i| i + 1);
-    let used = &readings[start..];
+    let used = least_disturbed(&readings[start..]);
     if used.len() == 1 {
         return Some(last);
     }
-    let slope = theil_sen_slope(used);
+    let slope = theil_sen_slope(&used);
     #[allow(clippy::cast_precision_loss)] // ns within one poll interval
     let mut moved: Vec<f64> = used
         .iter()
@@ -201,6 +243,63 @@ mod tests {
         assert!(!is_jump(&a, &b));
         assert!(is_jump(&a, &r(T0 + 250 * MS, 1_200_000, 1)));
         assert!(is_jump(&a, &r(T0 + 250 * MS, -1_200_000, 1)));
+    }
+
+    #[test]
+    fn a_long_poll_uses_its_least_disturbed_readings() {
+        // 16 readings on a clean line at 20 ppm; the narrow brackets (bound
+        // 100) read 0 off it, the wide ones (bound 400: disturbed reads)
+        // 300 ns high. A plain median would take the wide ones' side.
+        let readings: Vec<Sample> = (0..16)
+            .map(|i| {
+                let t = i * 250 * MS;
+                let wide = i % 4 != 0;
+                r(
+                    T0 + t,
+                    t / 50_000 + if wide { 300 } else { 0 },
+                    if wide { 400 } else { 100 },
+                )
+            })
+            .collect();
+        let s = combine(&readings).unwrap();
+        assert_eq!(s.offset_ns, 15 * 250 * MS / 50_000, "on the line");
+        assert_eq!(s.readings, 4, "the four narrow ones");
+        assert_eq!(s.error_ns, 100);
+        assert_eq!(
+            s.system_time_ns,
+            T0 + 15 * 250 * MS,
+            "still the last reading's time"
+        );
+        // Within 1.5 times the smallest bound counts as narrow.
+        let mut near = readings.clone();
+        near[1].error_ns = 150;
+        near[1].offset_ns -= 300;
+        assert_eq!(combine(&near).unwrap().readings, 5);
+    }
+
+    #[test]
+    fn few_readings_or_few_narrow_ones_are_all_used() {
+        // Four readings: all of them, whatever their bounds.
+        let four = [
+            r(T0, 0, 100),
+            r(T0 + MS, 0, 900),
+            r(T0 + 2 * MS, 0, 900),
+            r(T0 + 3 * MS, 0, 900),
+        ];
+        assert_eq!(least_disturbed(&four).len(), 4);
+        // Eight readings with three narrow ones: too few to take a median
+        // that survives one bad read among them, so all eight.
+        let mut eight: Vec<Sample> = (0..8).map(|i| r(T0 + i * MS, 0, 900)).collect();
+        for e in &mut eight[..3] {
+            e.error_ns = 100;
+        }
+        assert_eq!(least_disturbed(&eight).len(), 8);
+        eight[3].error_ns = 100;
+        assert_eq!(least_disturbed(&eight).len(), 4);
+        // One shared bound (a cross-timestamp): all.
+        let same: Vec<Sample> = (0..16).map(|i| r(T0 + i * MS, 0, 1)).collect();
+        assert_eq!(least_disturbed(&same).len(), 16);
+        assert!(least_disturbed(&[]).is_empty());
     }
 
     #[test]
