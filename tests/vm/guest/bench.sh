@@ -60,6 +60,15 @@ start_ntpd_host() {
 	TOOL_PID=$HOSTPID
 }
 
+# ntpd-host again, its PTP plugin with more keys (ALT_CONFIG, key=value
+# words): an A/B of a plugin setting in the same boot
+start_ntpd_host_alt() {
+	# shellcheck disable=SC2086 # one word per key=value
+	ntp_config "$(plugin_source phc "$BENCH_POLL" clock-name=tc_bench $ALT_CONFIG)" > /tmp/bench.toml
+	start_host /tmp/bench.toml
+	TOOL_PID=$HOSTPID
+}
+
 start_chrony() {
 	mkdir -p /run/chrony /var/lib/chrony
 	chmod 750 /run/chrony
@@ -82,7 +91,7 @@ start_phc2sys() {
 # what the tool says about the read method it uses
 tool_method() {
 	case $1 in
-	ntpd-host)
+	ntpd-host | ntpd-host-alt)
 		status_now /tmp/bench.toml
 		src_raw phc method ;;
 	*) echo "-" ;;
@@ -161,6 +170,7 @@ note "bench: kernel $(uname -r); clocksource $(cat /sys/devices/system/clocksour
 	"peers: $(paste -sd, /etc/peer-versions); ntpd-host poll-interval $BENCH_POLL;" \
 	"$BENCH_SECS s per run, RMS over the last $BENCH_WINDOW s"
 note "bench: methods $BENCH_METHODS; tools $BENCH_TOOLS; start +$START_OFFSET ns, +$START_FREQ ppb"
+[ -n "$ALT_CONFIG" ] && note "bench: ntpd-host-alt's plugin keys: $ALT_CONFIG"
 for m in $BENCH_METHODS; do
 	for tool in $BENCH_TOOLS; do
 		note "run $tool $m (uptime $(cut -d' ' -f1 /proc/uptime) s)"
