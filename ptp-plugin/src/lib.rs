@@ -49,7 +49,7 @@ use ntpd_plugin_api::{
 };
 use serde_json::json;
 
-use crate::config::{Config, ConfigToml, Timescale};
+use crate::config::{Config, ConfigToml, Timescale, default_readings};
 use crate::device::{Errno, ErrnoClass, PhcDevice};
 use crate::error::PhcError;
 use crate::locate::{clock_for_rdev, describe_clocks, list_clocks, resolve};
@@ -282,13 +282,17 @@ pub fn start<D: PhcDevice>(
     let label = &setup.label;
     let tai = setup.tai;
     let entry = &setup.entry;
-    let detection = detect(&mut dev, label, config.method, config.readings)?;
+    let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
+    let readings = config
+        .readings
+        .unwrap_or_else(|| default_readings(clock_name.as_deref()));
+    let detection = detect(&mut dev, label, config.method, readings)?;
     let mut measured = vec![detection.first];
     let mut reader = Reader::new(
         dev,
         label.clone(),
         detection.method,
-        config.readings,
+        readings,
         tai,
         config.offset_ns,
         setup.kernel_tai,
@@ -314,9 +318,8 @@ pub fn start<D: PhcDevice>(
         estimate = widened_precision(detection.method, &again);
     }
     let (precision_ns, delay_ns) = estimate;
-    let clock_name = entry.as_ref().and_then(|e| e.clock_name.clone());
     let readings = if detection.method.uses_readings() {
-        config.readings
+        readings
     } else {
         1
     };
@@ -533,6 +536,35 @@ mod tests {
     }
 
     #[test]
+    fn readings_default_to_the_most_but_five_on_an_ena_phc_and_a_set_value_wins() {
+        let run = |clock_name: &str, json: &str| {
+            let mut f = Fake::with_caps(false);
+            for _ in 0..=PRECISION_BATCHES + 1 {
+                f.extended.push_back(Ok(bracketed(10, 300, 5)));
+            }
+            let mut s = setup(TaiSource::None);
+            s.entry.as_mut().unwrap().clock_name = Some(clock_name.into());
+            let (mut reader, caps) = start(f, &config(json), &s).unwrap();
+            reader.sample().unwrap();
+            let asked: Vec<String> = reader.device().calls.clone();
+            let reads: Vec<&String> = asked.iter().filter(|c| c.starts_with("extended")).collect();
+            assert!(reads.len() > PRECISION_BATCHES, "{asked:?}");
+            let n = extensions(&caps)["readings"].as_u64().unwrap();
+            assert!(
+                reads.iter().all(|c| **c == format!("extended({n})")),
+                "{asked:?} against {n}"
+            );
+            n
+        };
+        let any = r#"{"device": "/dev/ptp_kvm"}"#;
+        assert_eq!(run("ptp_kvm", any), 25);
+        assert_eq!(run("ena-ptp-05", any), 5);
+        let set = r#"{"device": "/dev/ptp_kvm", "readings": 12}"#;
+        assert_eq!(run("ptp_kvm", set), 12);
+        assert_eq!(run("ena-ptp-05", set), 12);
+    }
+
+    #[test]
     fn start_reports_method_device_clock_name_and_precision() {
         // Detection batch slow (first call on the path), then the typical
         // ones of the precision estimate, then a sample's.
@@ -555,10 +587,10 @@ mod tests {
         let ext = extensions(&caps);
         assert_eq!(ext["device"], "/dev/ptp_kvm");
         assert_eq!(ext["clock-name"], "ptp_kvm");
-        assert_eq!(ext["readings"], 10);
+        assert_eq!(ext["readings"], config::DEFAULT_READINGS);
         assert_eq!(ext["delay-ns"], 300);
         assert!(caps.description.contains("ptp1"), "{}", caps.description);
-        assert!(caps.description.contains("PTP_SYS_OFFSET_EXTENDED x10"));
+        assert!(caps.description.contains("PTP_SYS_OFFSET_EXTENDED x25"));
         // The reader goes on with the next batch, not a new detection.
         assert_eq!(reader.sample().unwrap().error_ns, 155);
     }

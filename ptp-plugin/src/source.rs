@@ -420,6 +420,12 @@ impl<D: PhcDevice> Reader<D> {
         self.noise_ns = noise_ns;
     }
 
+    /// The device, for tests to look at what was asked of it.
+    #[cfg(test)]
+    pub(crate) fn device(&self) -> &D {
+        &self.dev
+    }
+
     /// Feeds a measurement taken outside [`Reader::measure`] (the detection
     /// batch) to the delay filter's history.
     pub fn learn(&mut self, m: &Measurement) {

@@ -17,8 +17,7 @@
 )]
 
 use ntpd_ptp::config::{
-    Config, ConfigToml, DEFAULT_READINGS, Locator, MAX_OFFSET_S, MAX_READINGS, TAI_OFFSET_RANGE,
-    Timescale,
+    Config, ConfigToml, Locator, MAX_OFFSET_S, MAX_READINGS, TAI_OFFSET_RANGE, Timescale,
 };
 use ntpd_ptp::source::Method;
 use proptest::prelude::*;
@@ -313,9 +312,7 @@ fn expect(m: &Map<String, Value>) -> Result<Config, Vec<String>> {
     Ok(Config {
         locator,
         method,
-        readings: get("readings")
-            .and_then(Value::as_u64)
-            .map_or(DEFAULT_READINGS, |n| n as u32),
+        readings: get("readings").and_then(Value::as_u64).map(|n| n as u32),
         timescale,
         offset_ns: get("offset")
             .and_then(Value::as_f64)
