@@ -23,9 +23,9 @@ pub const MAX_READINGS: u32 = 25;
 /// lowest-delay band (`process.rs`) is made of those. Measured in the qemu
 /// guest (`docs/benchmarks.md`, same boot, 10 against 25): the closed loop's
 /// RMS went from 112 and 164 ns to 101 and 91 ns on EXTENDED reads and from
-/// 123 and 100 ns to 93 and 46 ns on basic ones. The kernel calls the driver once per
-/// reading, so a driver's lock (which ptp4l's packet timestamps share) is
-/// held for one reading at a time, not for the whole request.
+/// 123 and 100 ns to 93 and 46 ns on basic ones. The kernel calls the driver
+/// once per reading, so a driver's lock (which ptp4l's packet timestamps
+/// share) is held for one reading at a time, not for the whole request.
 pub const DEFAULT_READINGS: u32 = MAX_READINGS;
 
 /// Readings per request unless configured on an AWS ENA PHC (clock name
