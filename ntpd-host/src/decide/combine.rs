@@ -44,12 +44,14 @@ pub const DISTURBED_HALVES: u64 = 3;
 /// moves its offset. Readings that all share one bound (a cross-timestamp,
 /// a plugin with a fixed bound) are all kept.
 pub fn least_disturbed(readings: &[Sample]) -> Vec<Sample> {
-    let Some(min) = readings.iter().map(|r| r.error_ns).min() else {
-        return Vec::new();
-    };
     if readings.len() <= SELECT_ABOVE {
         return readings.to_vec();
     }
+    let min = readings
+        .iter()
+        .map(|r| r.error_ns)
+        .min()
+        .unwrap_or_default();
     let limit = min.saturating_mul(DISTURBED_HALVES) / 2;
     let kept: Vec<Sample> = readings
         .iter()
