@@ -54,8 +54,9 @@ tc_load_method() {
 	tc_load name=tc_bench offset_ns=$START_OFFSET freq_ppb=$START_FREQ $p
 }
 
+# start_ntpd_host [KEY=VALUE...]: more PTP plugin keys
 start_ntpd_host() {
-	ntp_config "$(plugin_source phc "$BENCH_POLL" clock-name=tc_bench)" > /tmp/bench.toml
+	ntp_config "$(plugin_source phc "$BENCH_POLL" clock-name=tc_bench "$@")" > /tmp/bench.toml
 	start_host /tmp/bench.toml
 	TOOL_PID=$HOSTPID
 }
@@ -64,9 +65,7 @@ start_ntpd_host() {
 # words): an A/B of a plugin setting in the same boot
 start_ntpd_host_alt() {
 	# shellcheck disable=SC2086 # one word per key=value
-	ntp_config "$(plugin_source phc "$BENCH_POLL" clock-name=tc_bench $ALT_CONFIG)" > /tmp/bench.toml
-	start_host /tmp/bench.toml
-	TOOL_PID=$HOSTPID
+	start_ntpd_host $ALT_CONFIG
 }
 
 start_chrony() {
