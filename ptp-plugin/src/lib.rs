@@ -690,6 +690,7 @@ mod tests {
                 error_ns: 1,
                 readings: 1,
                 min_delay_ns: 300,
+                band_spread_ns: None,
             };
             offset_scatter_ns(&(0..PRECISION_BATCHES).map(m).collect::<Vec<_>>()).unwrap()
         };
@@ -700,6 +701,46 @@ mod tests {
             round(500) * 34_641 / 10_000 > 900,
             "the band holds the 900 ns read"
         );
+    }
+
+    #[test]
+    fn a_clock_noisy_within_each_batch_is_found_though_batches_agree() {
+        // Four reads a batch: three in the band (300-320 ns) at -600, 0 and
+        // +600 ns, one slow (900 ns) on the offset. Every band averages to
+        // 0, so the batches agree; only the reads within them show the noise.
+        let batch = || {
+            let read = |i: i64, delay: i64, off: i64| {
+                let before = 1_800_000_000_000_000_000 + i * 10_000;
+                Bracket {
+                    before: st(before),
+                    phc: st(before + delay / 2 + off),
+                    after: st(before + delay),
+                }
+            };
+            Ok(RawBatch::Bracketed(vec![
+                read(0, 300, -600),
+                read(1, 310, 0),
+                read(2, 320, 600),
+                read(3, 900, 0),
+            ]))
+        };
+        let mut f = Fake::with_caps(false);
+        for _ in 0..=2 * PRECISION_BATCHES + 1 {
+            f.extended.push_back(batch());
+        }
+        let (mut reader, caps) = start(
+            f,
+            &config(r#"{"device": "/dev/ptp_kvm"}"#),
+            &setup(TaiSource::None),
+        )
+        .unwrap();
+        assert!(
+            caps.description.contains("timestamp noise 594 ns"),
+            "sqrt(600^2 - 87^2) = 593.7: {}",
+            caps.description
+        );
+        // The widened band holds the slow read too.
+        assert_eq!(reader.sample().unwrap().readings, 4);
     }
 
     #[test]

@@ -38,7 +38,15 @@ pub struct Measurement {
     pub readings: u32,
     /// The smallest bracket width in the batch, ns (0 for a cross-timestamp).
     pub min_delay_ns: u64,
+    /// How far the offsets of the readings in the batch's lowest-delay band
+    /// ([`band_limit`], never widened) scatter, one standard deviation, ns
+    /// ([`band_spread_ns`]); `None` for a cross-timestamp or a band of fewer
+    /// than [`SPREAD_MIN_READINGS`] readings.
+    pub band_spread_ns: Option<u64>,
 }
+
+/// The fewest readings in a band whose scatter [`band_spread_ns`] reports.
+pub const SPREAD_MIN_READINGS: usize = 3;
 
 /// Why a batch gave no measurement.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -144,6 +152,7 @@ pub fn process_with_noise(batch: &RawBatch, noise_ns: u64) -> Result<Measurement
                 error_ns: RESOLUTION_NS,
                 readings: 1,
                 min_delay_ns: 0,
+                band_spread_ns: None,
             })
         }
         RawBatch::Bracketed(readings) => process_bracketed(readings, noise_ns),
@@ -192,6 +201,12 @@ fn process_bracketed(
         });
     }
     let min = readings.iter().map(|r| r.delay).min().unwrap_or(0);
+    let clean: Vec<i128> = readings
+        .iter()
+        .filter(|r| r.delay <= band_limit(min))
+        .map(|r| r.offset2)
+        .collect();
+    let band_spread_ns = band_spread_ns(&clean);
     let limit = noisy_band_limit(min, noise_ns);
     let band: Vec<&Reading> = readings.iter().filter(|r| r.delay <= limit).collect();
     let count = band.len() as i128;
@@ -207,7 +222,34 @@ fn process_bracketed(
         error_ns: u64::try_from(error).map_err(|_| BatchError::Overflow)?,
         readings: u32::try_from(band.len()).map_err(|_| BatchError::Overflow)?,
         min_delay_ns: u64::try_from(min).map_err(|_| BatchError::Overflow)?,
+        band_spread_ns,
     })
+}
+
+/// The standard deviation (n - 1, ns, rounded down) of offsets given
+/// doubled (`offset2`, as [`Reading`] keeps them): `None` for fewer than
+/// [`SPREAD_MIN_READINGS`] or a scatter beyond 64-bit arithmetic.
+///
+/// Readings in the lowest-delay band have nearly the same bracket, so a
+/// clean clock's offsets in it differ only by where in its bracket each
+/// read fell: at most delay / sqrt(12) if anywhere uniformly, and far less
+/// in practice (13-14 ns on 460-500 ns brackets of the guest's test clock,
+/// where 1 us of uniform timestamp noise shows as 557-562 ns). Unlike the
+/// scatter of whole batches, this sees a clock's own noise however few
+/// readings the band averages.
+fn band_spread_ns(offset2: &[i128]) -> Option<u64> {
+    if offset2.len() < SPREAD_MIN_READINGS {
+        return None;
+    }
+    let n = offset2.len() as i128;
+    let mean2 = div_round(offset2.iter().sum::<i128>(), n);
+    let squares = offset2.iter().try_fold(0i128, |acc, &x| {
+        let d = x.checked_sub(mean2)?;
+        acc.checked_add(d.checked_mul(d)?)
+    })?;
+    // offset = offset2 / 2: a quarter of the doubled variance
+    let variance = squares / (4 * (n - 1));
+    u64::try_from(variance.cast_unsigned().isqrt()).ok()
 }
 
 /// Batches remembered by [`DelayFilter`].
@@ -503,6 +545,7 @@ mod tests {
         assert_eq!(m.error_ns, 1);
         assert_eq!(m.min_delay_ns, 0);
         assert_eq!(m.readings, 1);
+        assert_eq!(m.band_spread_ns, None);
     }
 
     #[test]
@@ -609,5 +652,67 @@ mod tests {
         // An unset NIC PHC at 1970 + 5 s while the system is in 2025.
         let m = process(&RawBatch::Bracketed(vec![br(T0, 5 * NS_PER_S, T0 + 100)])).unwrap();
         assert_eq!(m.offset_ns, 5 * NS_PER_S - (T0 + 50));
+    }
+
+    /// A batch of reads 10 us apart, each at the middle of its bracket
+    /// (`delays`) plus its offset (`offsets`).
+    fn batch(delays: &[i64], offsets: &[i64]) -> RawBatch {
+        RawBatch::Bracketed(
+            delays
+                .iter()
+                .zip(offsets)
+                .enumerate()
+                .map(|(i, (&d, &o))| {
+                    let before = T0 + i as i64 * 10_000;
+                    br(before, before + d / 2 + o, before + d)
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn band_spread_is_the_scatter_of_the_lowest_delay_reads_only() {
+        // Three reads in the band (400-450 ns) at -600, 0, +600: sd 600;
+        // the slow reads (900 ns) are far off and do not count.
+        let m = process(&batch(
+            &[400, 450, 420, 900, 900],
+            &[-600, 0, 600, 5000, -5000],
+        ))
+        .unwrap();
+        assert_eq!(m.band_spread_ns, Some(600));
+        assert_eq!(m.readings, 3);
+        // Odd doubled offsets keep their half nanosecond: -1, 0, +1.5 ns
+        // around the middle have an sd of 1.26 ns, rounded down.
+        let odd = RawBatch::Bracketed(vec![
+            br(T0, T0 + 199, T0 + 400),
+            br(T0 + 1000, T0 + 1200, T0 + 1400),
+            br(T0 + 2000, T0 + 2202, T0 + 2401),
+        ]);
+        assert_eq!(process(&odd).unwrap().band_spread_ns, Some(1));
+        // Two reads in the band: too few to say.
+        let m = process(&batch(&[400, 420, 900], &[-600, 600, 0])).unwrap();
+        assert_eq!(m.band_spread_ns, None);
+        // A widened band averages more reads, but the spread stays that of
+        // the clean band: it measures the clock the same way every time.
+        let delays = [400, 410, 420, 800, 850];
+        let offsets = [-100, 0, 100, 1000, -1000];
+        let clean = process(&batch(&delays, &offsets)).unwrap();
+        let wide = process_with_noise(&batch(&delays, &offsets), 1000).unwrap();
+        assert_eq!((clean.readings, wide.readings), (3, 5));
+        assert_eq!(clean.band_spread_ns, Some(100));
+        assert_eq!(wide.band_spread_ns, Some(100));
+        // A far-off PHC: large offsets, small scatter, no overflow.
+        let far = RawBatch::Bracketed(
+            (0..3)
+                .map(|i| {
+                    br(
+                        T0 + i * 1000,
+                        5 * NS_PER_S + i * 1000 + 100 * i,
+                        T0 + i * 1000 + 200,
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(process(&far).unwrap().band_spread_ns, Some(100));
     }
 }

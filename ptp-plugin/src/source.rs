@@ -19,6 +19,9 @@ pub const DETECT_ATTEMPTS: usize = 3;
 /// can take much longer) and from the scatter of their offsets.
 pub const PRECISION_BATCHES: usize = 8;
 
+/// The fewest batches with a band spread that [`band_noise_ns`] judges.
+pub const SPREAD_MIN_BATCHES: usize = 4;
+
 /// A read method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -264,11 +267,13 @@ pub fn read_path_ns(method: Method, measurements: &[Measurement]) -> u64 {
 
 /// The timestamp noise the brackets do not explain, ns, when it is large
 /// enough to widen the band ([`crate::process::noisy_band_limit`]) of a
-/// bracketed read; `None` otherwise. The scatter of the measurements
-/// ([`clock_noise_ns`]) holds the read path's own spread
-/// ([`read_path_ns`]) and the clock's: the clock's is what is left,
-/// sqrt(scatter^2 - path^2). Read-path noise alone (disturbed reads) must
-/// not widen the band: that is what the band keeps out.
+/// bracketed read; `None` otherwise. Two scatters hold the read path's own
+/// spread ([`read_path_ns`]) and the clock's: that of the readings within
+/// each batch's lowest-delay band ([`band_noise_ns`]) and that of the
+/// measurements ([`clock_noise_ns`]). The larger, less the path's spread
+/// (sqrt(scatter^2 - path^2)), is the clock's. Read-path noise alone
+/// (disturbed reads) must not widen the band: that is what the band keeps
+/// out.
 #[allow(
     clippy::cast_precision_loss,
     clippy::cast_possible_truncation,
@@ -279,12 +284,30 @@ pub fn widened_noise_ns(method: Method, measurements: &[Measurement]) -> Option<
     if !method.uses_readings() {
         return None;
     }
-    let scatter = clock_noise_ns(measurements) as f64;
+    let scatter = clock_noise_ns(measurements).max(band_noise_ns(measurements)) as f64;
     let path = read_path_ns(method, measurements) as f64;
     let noise = (scatter * scatter - path * path).max(0.0).sqrt().round() as u64;
     let median = i128::from(median_delay_ns(measurements));
     (crate::process::noisy_band_limit(median, noise) > crate::process::band_limit(median))
         .then_some(noise)
+}
+
+/// The median scatter of the readings within the measurements' lowest-delay
+/// bands (`band_spread_ns`), ns; 0 when fewer than [`SPREAD_MIN_BATCHES`]
+/// batches had a band to measure. Averaging hides a noisy clock from the
+/// scatter of whole measurements when the band holds a few readings (1 us
+/// of noise left 260-365 ns there, within a 500 ns bracket's spread); the
+/// readings themselves show it whole.
+pub fn band_noise_ns(measurements: &[Measurement]) -> u64 {
+    let mut spreads: Vec<u64> = measurements
+        .iter()
+        .filter_map(|m| m.band_spread_ns)
+        .collect();
+    if spreads.len() < SPREAD_MIN_BATCHES {
+        return 0;
+    }
+    spreads.sort_unstable();
+    spreads[spreads.len() / 2]
 }
 
 /// The clock's own noise (ns) in the measurements taken at init (the
@@ -915,6 +938,7 @@ pub(crate) mod tests {
             error_ns,
             readings: 1,
             min_delay_ns,
+            band_spread_ns: None,
         };
         // A slow first call (0.3 ms) does not set the estimate.
         assert_eq!(
@@ -941,6 +965,7 @@ pub(crate) mod tests {
             error_ns: 150,
             readings: 10,
             min_delay_ns: 300,
+            band_spread_ns: None,
         };
         let quiet: Vec<Measurement> = (0..9).map(|i| m(i, 0)).collect();
         assert_eq!(offset_scatter_ns(&quiet[1..]), Some(0), "drift only");
@@ -977,5 +1002,43 @@ pub(crate) mod tests {
         slow[4].min_delay_ns = 100_000;
         slow[4].offset_ns += 40_000;
         assert_eq!(estimate_precision(Method::Extended, &slow), (87, 300));
+    }
+
+    #[test]
+    fn a_noisy_clock_shows_within_the_band_even_when_batches_agree() {
+        // Every batch's band averages to the same line: the batches do not
+        // scatter, but the reads within each band do.
+        let m = |i: i64, spread: Option<u64>| Measurement {
+            system_time_ns: T0 + i * 1_000_000,
+            offset_ns: 20 * i,
+            error_ns: 150,
+            readings: 5,
+            min_delay_ns: 300,
+            band_spread_ns: spread,
+        };
+        let noisy: Vec<Measurement> = (0..9).map(|i| m(i, Some(560))).collect();
+        assert_eq!(clock_noise_ns(&noisy), 0);
+        assert_eq!(band_noise_ns(&noisy), 560);
+        assert_eq!(
+            widened_noise_ns(Method::Extended, &noisy),
+            Some(553),
+            "sqrt(560^2 - 87^2) = 553.2, rounded"
+        );
+        assert_eq!(widened_noise_ns(Method::Precise, &noisy), None);
+        // A clean clock's band: a few ns, well within the path's spread.
+        let clean: Vec<Measurement> = (0..9).map(|i| m(i, Some(14))).collect();
+        assert_eq!(widened_noise_ns(Method::Extended, &clean), None);
+        // Noise the band would not widen for: 100 ns on 300 ns brackets.
+        let mild: Vec<Measurement> = (0..9).map(|i| m(i, Some(100))).collect();
+        assert_eq!(widened_noise_ns(Method::Extended, &mild), None);
+        // The median: one odd batch does not decide, nor do too few bands.
+        let mut one = clean.clone();
+        one[3].band_spread_ns = Some(5000);
+        assert_eq!(band_noise_ns(&one), 14);
+        let few: Vec<Measurement> = (0..9)
+            .map(|i| m(i, (i < SPREAD_MIN_BATCHES as i64 - 1).then_some(560)))
+            .collect();
+        assert_eq!(band_noise_ns(&few), 0);
+        assert_eq!(widened_noise_ns(Method::Extended, &few), None);
     }
 }
