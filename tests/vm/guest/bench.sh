@@ -62,14 +62,16 @@ start_ntpd_host() {
 }
 
 # ntpd-host again, its PTP plugin with more keys (ALT_CONFIG, key=value
-# words) and, if ALT_SYNC is set, that in place of SYNC_EXTRA: an A/B of a
-# setting in the same boot
+# words) and, if ALT_SYNC / ALT_SOURCE are set, those in place of SYNC_EXTRA
+# / SOURCE_EXTRA: an A/B of a setting in the same boot
 start_ntpd_host_alt() {
-	local sync=$SYNC_EXTRA
+	local sync=$SYNC_EXTRA source=$SOURCE_EXTRA
 	SYNC_EXTRA=${ALT_SYNC:-$SYNC_EXTRA}
+	SOURCE_EXTRA=${ALT_SOURCE:-$SOURCE_EXTRA}
 	# shellcheck disable=SC2086 # one word per key=value
 	start_ntpd_host $ALT_CONFIG
 	SYNC_EXTRA=$sync
+	SOURCE_EXTRA=$source
 }
 
 start_chrony() {
@@ -174,6 +176,7 @@ note "bench: kernel $(uname -r); clocksource $(cat /sys/devices/system/clocksour
 	"$BENCH_SECS s per run, RMS over the last $BENCH_WINDOW s"
 note "bench: methods $BENCH_METHODS; tools $BENCH_TOOLS; start +$START_OFFSET ns, +$START_FREQ ppb"
 [ -n "$ALT_CONFIG" ] && note "bench: ntpd-host-alt's plugin keys: $ALT_CONFIG"
+[ -n "$ALT_SOURCE" ] && note "bench: ntpd-host-alt's source lines: $(echo "$ALT_SOURCE" | tr '\n' ' ')"
 [ -n "$ALT_SYNC" ] && note "bench: ntpd-host-alt's synchronization lines: $(echo "$ALT_SYNC" | tr '\n' ' ')"
 for m in $BENCH_METHODS; do
 	for tool in $BENCH_TOOLS; do
