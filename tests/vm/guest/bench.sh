@@ -63,15 +63,19 @@ start_ntpd_host() {
 
 # ntpd-host again, its PTP plugin with more keys (ALT_CONFIG, key=value
 # words) and, if ALT_SYNC / ALT_SOURCE are set, those in place of SYNC_EXTRA
-# / SOURCE_EXTRA: an A/B of a setting in the same boot
+# / SOURCE_EXTRA; another build of ntpd-host if one was added (ALT_HOST):
+# an A/B in the same boot
+ALT_BIN=/opt/ntpd-host/bin/ntpd-host-alt
 start_ntpd_host_alt() {
-	local sync=$SYNC_EXTRA source=$SOURCE_EXTRA
+	local sync=$SYNC_EXTRA source=$SOURCE_EXTRA host=$HOST
 	SYNC_EXTRA=${ALT_SYNC:-$SYNC_EXTRA}
 	SOURCE_EXTRA=${ALT_SOURCE:-$SOURCE_EXTRA}
+	[ -x "$ALT_BIN" ] && HOST=$ALT_BIN
 	# shellcheck disable=SC2086 # one word per key=value
 	start_ntpd_host $ALT_CONFIG
 	SYNC_EXTRA=$sync
 	SOURCE_EXTRA=$source
+	HOST=$host
 }
 
 start_chrony() {
@@ -176,6 +180,7 @@ note "bench: kernel $(uname -r); clocksource $(cat /sys/devices/system/clocksour
 	"$BENCH_SECS s per run, RMS over the last $BENCH_WINDOW s"
 note "bench: methods $BENCH_METHODS; tools $BENCH_TOOLS; start +$START_OFFSET ns, +$START_FREQ ppb"
 [ -n "$ALT_CONFIG" ] && note "bench: ntpd-host-alt's plugin keys: $ALT_CONFIG"
+[ -x "$ALT_BIN" ] && note "bench: ntpd-host-alt is another build of ntpd-host ($ALT_BIN)"
 [ -n "$ALT_SOURCE" ] && note "bench: ntpd-host-alt's source lines: $(echo "$ALT_SOURCE" | tr '\n' ' ')"
 [ -n "$ALT_SYNC" ] && note "bench: ntpd-host-alt's synchronization lines: $(echo "$ALT_SYNC" | tr '\n' ' ')"
 for m in $BENCH_METHODS; do
