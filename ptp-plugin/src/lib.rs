@@ -645,6 +645,17 @@ mod tests {
         assert_eq!(src.sample().unwrap().reference_error_ns, 0);
     }
 
+    /// Read `i` of a batch (reads 10 us apart): a bracket of `delay` ns with
+    /// the PHC read at its middle, `off` ns off the system clock.
+    fn centred_read(i: i64, delay: i64, off: i64) -> Bracket {
+        let before = 1_800_000_000_000_000_000 + i * 10_000;
+        Bracket {
+            before: st(before),
+            phc: st(before + delay / 2 + off),
+            after: st(before + delay),
+        }
+    }
+
     #[test]
     fn a_noisy_clock_is_measured_twice_and_reports_the_wider_bands_scatter() {
         // Batches of three readings, delays 300, 600 and 900 ns: the first
@@ -652,18 +663,10 @@ mod tests {
         // round alternates by +-500 ns (the lowest-delay band only), the
         // second by +-200 ns (the band the first round's noise widened).
         let batch = |offset: i64| {
-            let read = |i: i64, delay: i64, off: i64| {
-                let before = 1_800_000_000_000_000_000 + i * 10_000;
-                Bracket {
-                    before: st(before),
-                    phc: st(before + delay / 2 + off),
-                    after: st(before + delay),
-                }
-            };
             Ok(RawBatch::Bracketed(vec![
-                read(0, 300, offset),
-                read(1, 600, offset + 100),
-                read(2, 900, offset - 100),
+                centred_read(0, 300, offset),
+                centred_read(1, 600, offset + 100),
+                centred_read(2, 900, offset - 100),
             ]))
         };
         let mut f = Fake::with_caps(false);
@@ -709,19 +712,11 @@ mod tests {
         // +600 ns, one slow (900 ns) on the offset. Every band averages to
         // 0, so the batches agree; only the reads within them show the noise.
         let batch = || {
-            let read = |i: i64, delay: i64, off: i64| {
-                let before = 1_800_000_000_000_000_000 + i * 10_000;
-                Bracket {
-                    before: st(before),
-                    phc: st(before + delay / 2 + off),
-                    after: st(before + delay),
-                }
-            };
             Ok(RawBatch::Bracketed(vec![
-                read(0, 300, -600),
-                read(1, 310, 0),
-                read(2, 320, 600),
-                read(3, 900, 0),
+                centred_read(0, 300, -600),
+                centred_read(1, 310, 0),
+                centred_read(2, 320, 600),
+                centred_read(3, 900, 0),
             ]))
         };
         let mut f = Fake::with_caps(false);

@@ -201,12 +201,7 @@ fn process_bracketed(
         });
     }
     let min = readings.iter().map(|r| r.delay).min().unwrap_or(0);
-    let clean: Vec<i128> = readings
-        .iter()
-        .filter(|r| r.delay <= band_limit(min))
-        .map(|r| r.offset2)
-        .collect();
-    let band_spread_ns = band_spread_ns(&clean);
+    let band_spread_ns = band_spread_ns(&readings, band_limit(min));
     let limit = noisy_band_limit(min, noise_ns);
     let band: Vec<&Reading> = readings.iter().filter(|r| r.delay <= limit).collect();
     let count = band.len() as i128;
@@ -226,9 +221,10 @@ fn process_bracketed(
     })
 }
 
-/// The standard deviation (n - 1, ns, rounded down) of offsets given
-/// doubled (`offset2`, as [`Reading`] keeps them): `None` for fewer than
-/// [`SPREAD_MIN_READINGS`] or a scatter beyond 64-bit arithmetic.
+/// The standard deviation (n - 1, ns, rounded down) of the offsets of the
+/// readings whose delay is within `limit` (the lowest-delay band): `None`
+/// for fewer than [`SPREAD_MIN_READINGS`] or a scatter beyond 128-bit
+/// arithmetic.
 ///
 /// Readings in the lowest-delay band have nearly the same bracket, so a
 /// clean clock's offsets in it differ only by where in its bracket each
@@ -237,14 +233,16 @@ fn process_bracketed(
 /// where 1 us of uniform timestamp noise shows as 557-562 ns). Unlike the
 /// scatter of whole batches, this sees a clock's own noise however few
 /// readings the band averages.
-fn band_spread_ns(offset2: &[i128]) -> Option<u64> {
-    if offset2.len() < SPREAD_MIN_READINGS {
+fn band_spread_ns(readings: &[Reading], limit: i128) -> Option<u64> {
+    let band = || readings.iter().filter(|r| r.delay <= limit);
+    let n = band().count() as i128;
+    if n < SPREAD_MIN_READINGS as i128 {
         return None;
     }
-    let n = offset2.len() as i128;
-    let mean2 = div_round(offset2.iter().sum::<i128>(), n);
-    let squares = offset2.iter().try_fold(0i128, |acc, &x| {
-        let d = x.checked_sub(mean2)?;
+    // Offsets are kept doubled (offset2) so that odd delays lose nothing.
+    let mean2 = div_round(band().map(|r| r.offset2).sum::<i128>(), n);
+    let squares = band().try_fold(0i128, |acc, r| {
+        let d = r.offset2.checked_sub(mean2)?;
         acc.checked_add(d.checked_mul(d)?)
     })?;
     // offset = offset2 / 2: a quarter of the doubled variance

@@ -246,11 +246,16 @@ pub fn widened_precision(method: Method, measurements: &[Measurement]) -> (u64, 
     (path.max(clock_noise_ns(measurements)), min_delay)
 }
 
+/// The upper median of `values` (the middle one; of the middle two, the
+/// larger); `None` for none.
+fn upper_median(mut values: Vec<u64>) -> Option<u64> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
+}
+
 /// The median of the measurements' smallest read delays, ns (0 for none).
 fn median_delay_ns(measurements: &[Measurement]) -> u64 {
-    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
-    delays.sort_unstable();
-    delays.get(delays.len() / 2).copied().unwrap_or(0)
+    upper_median(measurements.iter().map(|m| m.min_delay_ns).collect()).unwrap_or(0)
 }
 
 /// The spread the read path allows, one standard deviation, ns: 0 for a
@@ -299,15 +304,14 @@ pub fn widened_noise_ns(method: Method, measurements: &[Measurement]) -> Option<
 /// of noise left 260-365 ns there, within a 500 ns bracket's spread); the
 /// readings themselves show it whole.
 pub fn band_noise_ns(measurements: &[Measurement]) -> u64 {
-    let mut spreads: Vec<u64> = measurements
+    let spreads: Vec<u64> = measurements
         .iter()
         .filter_map(|m| m.band_spread_ns)
         .collect();
     if spreads.len() < SPREAD_MIN_BATCHES {
         return 0;
     }
-    spreads.sort_unstable();
-    spreads[spreads.len() / 2]
+    upper_median(spreads).unwrap_or(0)
 }
 
 /// The clock's own noise (ns) in the measurements taken at init (the
@@ -316,11 +320,10 @@ pub fn band_noise_ns(measurements: &[Measurement]) -> u64 {
 /// delay over twice the median plus [`crate::process::DELAY_SLACK_NS`]: it
 /// is off by up to half that delay, which is no clock noise); 0 when too few.
 pub fn clock_noise_ns(measurements: &[Measurement]) -> u64 {
-    let mut delays: Vec<u64> = measurements.iter().map(|m| m.min_delay_ns).collect();
-    delays.sort_unstable();
-    let Some(&median) = delays.get(delays.len() / 2) else {
+    if measurements.is_empty() {
         return 0;
-    };
+    }
+    let median = median_delay_ns(measurements);
     let limit = median
         .saturating_mul(2)
         .saturating_add(crate::process::DELAY_SLACK_NS);
